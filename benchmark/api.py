@@ -1,0 +1,210 @@
+"""The public API that attacks, defenses and plugins are written against.
+
+Plugins import only from :mod:`benchmark` (which re-exports this module). One uniform
+class API per kind of method (BackdoorBox style):
+
+- :class:`Attack`: a fixed trigger ``apply(images)`` and ``poison(data, ctx)``;
+- :class:`Defense`: a :class:`Stage` and either ``objective(ctx)`` (the loss used while
+  training) or a full ``defend(model, ctx)``.
+
+Each method declares a typed ``Config`` dataclass whose defaults are its paper's.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+import torch
+
+from .config import check, to_dict
+from .data.captions import ZERO_SHOT_TEMPLATES, target_captions
+from .data.dataset import TensorPairs, to_uint8
+from .losses import ClipObjective, Objective
+from .models import ClipModel
+from .progress import Reporter
+from .train import TrainConfig, TrainStats, train
+
+API_VERSION = "1.0"
+
+
+class Stage(str, enum.Enum):
+    """When a defense acts."""
+
+    NONE = "none"  # the no-defense baseline
+    TRAINING = "training"  # replaces the objective of poisoned training (RoCLIP)
+    POST_TRAINING = "post_training"  # fine-tunes the backdoored model on clean data
+
+
+# ---------------------------------------------------------------------------- attacks
+@dataclass
+class AttackConfig:
+    """Options shared by all attacks. ``target`` is a class name of the suite's data."""
+
+    target: str = "sneaker"
+    poison_rate: float = 0.01
+
+    def __post_init__(self) -> None:
+        check(0 < self.poison_rate < 1, "poison_rate", self.poison_rate, "use a fraction strictly between 0 and 1, e.g. 0.01")
+
+
+@dataclass
+class AttackContext:
+    """What an attack receives when poisoning."""
+
+    class_names: tuple[str, ...]
+    target: int
+    seed: int
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    reference_model: Callable[[], ClipModel] | None = None  # the clean model, loaded on demand
+    templates: tuple[str, ...] = ZERO_SHOT_TEMPLATES
+    reporter: Reporter = field(default_factory=lambda: Reporter(enabled=False))
+
+
+@dataclass
+class PoisonedSet:
+    """A poisoned training set and the manifest that regenerates it."""
+
+    data: TensorPairs
+    manifest: dict[str, Any]
+
+
+class Attack:
+    """Base class of backdoor attacks.
+
+    Subclasses set ``name``, ``Config`` and implement :meth:`apply`, the fixed trigger
+    T(x) on a float batch ``(N, C, H, W)`` in [0, 1]. The default :meth:`poison` picks
+    ``round(poison_rate * N)`` non-target-class samples with the attack seed, replaces
+    their images with T(x) (quantised to uint8) and their captions with target-class
+    zero-shot templates drawn per sample.
+    """
+
+    name: ClassVar[str] = ""
+    family: ClassVar[str] = "other"
+    paper: ClassVar[str] = ""
+    Config: ClassVar[type[AttackConfig]] = AttackConfig
+    #: True when poisoning needs the clean model (e.g. label-consistent PGD).
+    needs_reference_model: ClassVar[bool] = False
+    version: ClassVar[str] = "1"
+
+    def __init__(self, config: AttackConfig | None = None, *, seed: int = 0, image_shape: tuple[int, int, int] = (1, 28, 28)):
+        self.config = config if config is not None else self.Config()
+        self.seed = seed
+        self.image_shape = tuple(image_shape)
+        self.validate()
+
+    def validate(self) -> None:
+        """Check the config against the image shape; raise ConfigError with the fix."""
+
+    def apply(self, images: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return self.apply(images)
+
+    def trigger_params(self) -> dict[str, Any]:
+        """Everything that defines the trigger (goes into the manifest)."""
+        return to_dict(self.config)
+
+    def rng(self, purpose: str) -> np.random.Generator:
+        """A generator derived from the attack seed and a purpose string."""
+        return np.random.default_rng([self.seed, *purpose.encode()])
+
+    def select(self, data: TensorPairs, target: int) -> np.ndarray:
+        """Indices to poison: ``round(rate * N)`` non-target samples, seeded."""
+        count = max(1, round(self.config.poison_rate * len(data)))
+        candidates = np.flatnonzero(data.labels.numpy() != target)
+        if count > len(candidates):
+            from .config import ConfigError
+
+            raise ConfigError(f"poison_rate={self.config.poison_rate} asks for {count} poisoned pairs but only "
+                              f"{len(candidates)} candidates exist; lower poison_rate")
+        return np.sort(self.rng("select").choice(candidates, size=count, replace=False))
+
+    def poison_images(self, images_u8: torch.Tensor, ctx: AttackContext, index: np.ndarray) -> torch.Tensor:
+        """Triggered uint8 images for the selected samples."""
+        return to_uint8(self.apply(images_u8.float() / 255))
+
+    def poison_captions(self, data: TensorPairs, index: np.ndarray, ctx: AttackContext) -> list[str]:
+        return target_captions(ctx.class_names[ctx.target], len(index), self.rng("captions"), ctx.templates)
+
+    def poison(self, data: TensorPairs, ctx: AttackContext) -> PoisonedSet:
+        index = self.select(data, ctx.target)
+        images = data.images.clone()
+        captions = list(data.captions)
+        poisoned = torch.zeros(len(data), dtype=torch.bool)
+        new_images = self.poison_images(data.images[index], ctx, index)
+        new_captions = self.poison_captions(data, index, ctx)
+        images[index] = new_images
+        for i, c in zip(index.tolist(), new_captions):
+            captions[i] = c
+        poisoned[index] = True
+        out = TensorPairs(images, captions, data.labels.clone(), data.class_names, poisoned)
+        manifest = {
+            "attack": self.name,
+            "seed": self.seed,
+            "target": ctx.class_names[ctx.target],
+            "target_index": ctx.target,
+            "trigger": self.trigger_params(),
+            "num_samples": len(data),
+            "num_poisoned": int(len(index)),
+            "poison_rate_actual": len(index) / len(data),
+            "indices": index.tolist(),
+            "captions": new_captions,
+            "original_labels": data.labels[index].tolist(),
+        }
+        return PoisonedSet(out, manifest)
+
+
+# --------------------------------------------------------------------------- defenses
+@dataclass
+class DefenseConfig:
+    """Options shared by defenses. ``train`` is the schedule of post-training defenses."""
+
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass
+class DefenseContext:
+    """What a defense receives."""
+
+    class_names: tuple[str, ...]
+    seed: int
+    clean_data: TensorPairs | None = None  # the clean defense split (post-training)
+    val_data: TensorPairs | None = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    reporter: Reporter = field(default_factory=lambda: Reporter(enabled=False))
+    stage_name: str = "defense"
+
+
+class Defense:
+    """Base class of defenses.
+
+    A post-training defense fine-tunes the backdoored model on ``ctx.clean_data`` with
+    :meth:`objective` under ``config.train`` (override :meth:`defend` for anything
+    else). A training-stage defense provides the :meth:`objective` that replaces the
+    plain CLIP loss during poisoned training.
+    """
+
+    name: ClassVar[str] = ""
+    stage: ClassVar[Stage] = Stage.POST_TRAINING
+    paper: ClassVar[str] = ""
+    Config: ClassVar[type[DefenseConfig]] = DefenseConfig
+    version: ClassVar[str] = "1"
+
+    def __init__(self, config: DefenseConfig | None = None, *, seed: int = 0):
+        self.config = config if config is not None else self.Config()
+        self.seed = seed
+
+    def objective(self, ctx: DefenseContext) -> Objective:
+        return ClipObjective()
+
+    def defend(self, model: ClipModel, ctx: DefenseContext) -> TrainStats | None:
+        """Fine-tune ``model`` in place (post-training defenses)."""
+        if self.stage is not Stage.POST_TRAINING:
+            return None
+        if ctx.clean_data is None:
+            raise ValueError(f"defense {self.name!r} needs a clean fine-tuning set")
+        return train(model, ctx.clean_data, self.objective(ctx), self.config.train, seed=self.seed,
+                     device=ctx.device, stage=ctx.stage_name, reporter=ctx.reporter)

@@ -1,0 +1,112 @@
+"""Zero-shot evaluation: CA, ASR, RA, ASR@k, with 95% Wilson intervals.
+
+Definitions (methods.md section 2, also printed on the leaderboard page):
+
+- **CA**: zero-shot top-1 accuracy on the whole clean test set.
+- **ASR**: among test images whose TRUE class is not the target, with the trigger
+  applied, the fraction classified as the target. Target-class images are excluded.
+- **ASR@k**: same set, the target among the top-k predictions.
+- **RA**: same triggered set, the fraction classified as the true class.
+
+The classifier is CLIP's prompt ensemble: a class's weight is the mean of its
+L2-normalised template embeddings, re-normalised. Triggered test images go through the
+same uint8 quantisation as poisoned training images, so train- and test-time triggers
+are bit-identical.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from scipy.stats import binomtest
+
+from .data.dataset import TensorPairs, to_uint8
+from .models import ClipModel
+
+
+@dataclass
+class EvalConfig:
+    """Zero-shot evaluation settings."""
+
+    batch_size: int = 1000
+    asr_topk: tuple[int, ...] = (1, 5)
+    confidence: float = 0.95
+
+
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (scipy)."""
+    if n == 0:
+        return (0.0, 1.0)
+    ci = binomtest(successes, n).proportion_ci(confidence_level=confidence, method="wilson")
+    return (float(ci.low), float(ci.high))
+
+
+@torch.no_grad()
+def zero_shot_weights(model: ClipModel, class_names: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
+    """(K, D) prompt-ensemble classifier."""
+    model.eval()
+    weights = []
+    for name in class_names:
+        emb = model.encode_text([t.format(name) for t in templates])
+        weights.append(F.normalize(emb.mean(dim=0), dim=-1))
+    return torch.stack(weights)
+
+
+@torch.no_grad()
+def logits(model: ClipModel, images_u8: torch.Tensor, weights: torch.Tensor, batch_size: int,
+           transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """Zero-shot logits of uint8 images, optionally through ``transform`` (a trigger)."""
+    model.eval()
+    device = weights.device
+    out = []
+    for start in range(0, len(images_u8), batch_size):
+        x = images_u8[start : start + batch_size].float().div_(255)
+        if transform is not None:
+            x = to_uint8(transform(x)).float().div_(255)
+        out.append((model.encode_image(x.to(device)) @ weights.T).float().cpu())
+    return torch.cat(out) if out else torch.empty(0, len(weights))
+
+
+def _rate(hits: torch.Tensor, confidence: float) -> tuple[float, list[float], int, int]:
+    k, n = int(hits.sum()), int(hits.numel())
+    return (k / n if n else float("nan")), list(wilson_interval(k, n, confidence)), k, n
+
+
+@dataclass
+class Metrics:
+    clean_accuracy: float
+    asr: float | None = None
+    ra: float | None = None
+    asr_at_k: dict[str, float] = field(default_factory=dict)
+    intervals: dict[str, list[float]] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def evaluate(model: ClipModel, test: TensorPairs, class_names: Sequence[str], templates: Sequence[str],
+             trigger: Callable[[torch.Tensor], torch.Tensor] | None = None, target: int | None = None,
+             config: EvalConfig | None = None) -> Metrics:
+    """CA on ``test``; with ``trigger`` and ``target``, also ASR, ASR@k and RA."""
+    cfg = config or EvalConfig()
+    weights = zero_shot_weights(model, class_names, templates)
+    labels = test.labels
+    clean_logits = logits(model, test.images, weights, cfg.batch_size)
+    ca, ca_ci, k, n = _rate(clean_logits.argmax(1) == labels, cfg.confidence)
+    m = Metrics(clean_accuracy=ca, intervals={"clean_accuracy": ca_ci}, counts={"clean": n})
+    if trigger is None or target is None:
+        return m
+    keep = labels != target  # ASR excludes images whose true class is the target
+    trig_logits = logits(model, test.images[keep], weights, cfg.batch_size, trigger)
+    trig_labels = labels[keep]
+    m.asr, m.intervals["asr"], _, m.counts["triggered"] = _rate(trig_logits.argmax(1) == target, cfg.confidence)
+    m.ra, m.intervals["ra"], _, _ = _rate(trig_logits.argmax(1) == trig_labels, cfg.confidence)
+    for k in cfg.asr_topk:
+        topk = trig_logits.topk(min(k, trig_logits.shape[1]), dim=1).indices
+        m.asr_at_k[str(k)] = float((topk == target).any(dim=1).float().mean()) if len(topk) else float("nan")
+    return m
+
+
+def der(asr_bd: float, asr_def: float, ca_bd: float, ca_def: float) -> float:
+    """BackdoorBench's defense effectiveness rating, in [0, 1] (CA drop subtracted)."""
+    return (max(0.0, asr_bd - asr_def) - max(0.0, ca_bd - ca_def) + 1) / 2

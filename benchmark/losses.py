@@ -1,0 +1,94 @@
+"""Contrastive losses and the pluggable training objective.
+
+Notation of methods.md: z^I, z^T are L2-normalised embeddings, s = exp(logit_scale).
+``info_nce(A, B)`` is the cross-entropy of ``s * A @ B.T`` against the matching rows;
+the CLIP loss is ``(info_nce(I, T) + info_nce(T, I)) / 2``.
+
+Duplicate captions. Template captions repeat within a batch ("a product photo of a
+tee." may occur several times), and plain InfoNCE would push true matches apart. By
+default targets are *soft multi-positive*: pairs with identical captions are positives
+and share the target mass equally (row-normalised equality mask). With real, unique web
+captions this reduces to the usual one-hot diagonal. ``duplicate_positives=False``
+restores the papers' one-hot targets.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Sequence
+
+import torch
+import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from .data.dataset import Batch
+    from .models import ClipModel
+
+
+def caption_targets(captions: Sequence[str], device: torch.device | str = "cpu") -> torch.Tensor:
+    """Row-normalised (B, B) matrix with 1 where captions are identical."""
+    ids: dict[str, int] = {}
+    codes = torch.tensor([ids.setdefault(c, len(ids)) for c in captions], device=device)
+    eq = (codes[:, None] == codes[None, :]).float()
+    return eq / eq.sum(dim=1, keepdim=True)
+
+
+def info_nce(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy of ``scale * a @ b.T``; ``targets`` soft (B, B) or the diagonal."""
+    logits = scale * a @ b.T
+    if targets is None:
+        return F.cross_entropy(logits, torch.arange(len(a), device=a.device))
+    return F.cross_entropy(logits, targets)
+
+
+def clip_loss(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+    """Symmetric CLIP loss; ``targets`` must be symmetric when given."""
+    return 0.5 * (info_nce(img, txt, scale, targets) + info_nce(txt, img, scale, targets))
+
+
+@dataclass
+class StepContext:
+    """What an objective may know about the current step."""
+
+    epoch: int  # 1-indexed
+    step: int  # global, 0-indexed
+    total_steps: int
+    generator: torch.Generator  # seeded, for per-step randomness (augmentations)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+
+@dataclass
+class LossOutput:
+    loss: torch.Tensor
+    parts: dict[str, float] = field(default_factory=dict)
+
+
+class Objective:
+    """A training objective. Subclass and override ``__call__`` (and the hooks).
+
+    The trainer owns the loop, optimiser, schedule, precision and logging; an objective
+    only turns a batch into a loss, so defenses replace or add terms without copying
+    the loop.
+    """
+
+    duplicate_positives: bool = True
+
+    def targets(self, captions: Sequence[str], device: torch.device) -> torch.Tensor | None:
+        return caption_targets(captions, device) if self.duplicate_positives else None
+
+    def on_epoch_start(self, model: "ClipModel", epoch: int, ctx: StepContext) -> None:
+        """Called before each (1-indexed) epoch."""
+
+    def __call__(self, model: "ClipModel", batch: "Batch", ctx: StepContext) -> LossOutput:
+        raise NotImplementedError
+
+
+class ClipObjective(Objective):
+    """The plain CLIP loss (clean pre-training, poisoned training, clean fine-tuning)."""
+
+    def __init__(self, duplicate_positives: bool = True):
+        self.duplicate_positives = duplicate_positives
+
+    def __call__(self, model: "ClipModel", batch: "Batch", ctx: StepContext) -> LossOutput:
+        img, txt = model(batch.images, batch.captions)
+        loss = clip_loss(img, txt, model.logit_scale.exp(), self.targets(batch.captions, img.device))
+        return LossOutput(loss, {"clip": float(loss.detach())})

@@ -1,0 +1,131 @@
+"""Plan the requested cells as a DAG of content-addressed stages.
+
+Stages (``Node.kind``): ``pretrain`` (once per seed, shared by every cell), ``poison``
+(the attack's poisoned training set), ``train`` (poisoned training with the plain CLIP
+loss, or with a training-stage defense's objective), ``defend`` (a post-training defense
+fine-tunes the backdoored model) and ``evaluate``. A node's key hashes its kind, its
+resolved config and its inputs' keys, so a backdoored model is trained once and reused
+by every post-training defense, and changing any trigger parameter changes every key
+downstream of it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .api import Attack, Defense, Stage
+from .config import config_hash, from_dict, to_dict
+from .data.sources import DataBundle
+from .registry import Registry
+from .results import cell_path
+from .suite import SuiteConfig
+
+STAGE_VERSION = 1  # bump when a stage's computation changes, to invalidate caches
+
+
+@dataclass
+class Node:
+    key: str
+    kind: str
+    label: str
+    deps: tuple[str, ...]
+    spec: dict[str, Any]
+
+
+@dataclass
+class Cell:
+    attack: str
+    defense: str
+    seed: int
+    stage: str  # the defense's Stage value
+    result_path: Path
+    cell_key: str
+    eval_key: str
+    baseline_key: str
+    clean_key: str
+    stage_keys: dict[str, str]
+    attack_config: dict[str, Any]
+    defense_config: dict[str, Any]
+    attack_source: str
+    defense_source: str
+
+
+@dataclass
+class Plan:
+    suite: SuiteConfig
+    nodes: dict[str, Node] = field(default_factory=dict)
+    cells: list[Cell] = field(default_factory=list)
+
+    def add(self, kind: str, label: str, deps: tuple[str, ...], spec: dict[str, Any]) -> str:
+        key = config_hash({"v": STAGE_VERSION, "kind": kind, "deps": deps, "spec": spec})
+        if key not in self.nodes:
+            self.nodes[key] = Node(key, kind, label, deps, spec)
+        return key
+
+    def needed(self, keys: set[str]) -> list[Node]:
+        """Nodes (topologically ordered) that ``keys`` depend on, themselves included."""
+        wanted: set[str] = set()
+        stack = list(keys)
+        while stack:
+            k = stack.pop()
+            if k not in wanted:
+                wanted.add(k)
+                stack.extend(self.nodes[k].deps)
+        return [n for k, n in self.nodes.items() if k in wanted]
+
+
+def make_method(registry: Registry, name: str, overrides: dict[str, Any], seed: int, **kwargs) -> Any:
+    cls = registry.get(name)
+    config = from_dict(cls.Config, overrides, prefix=f"{registry.kind}s.{name}.")
+    return cls(config, seed=seed, **kwargs)
+
+
+def make_plan(suite: SuiteConfig, data: DataBundle, attacks: list[str], defenses: list[str], seeds: list[int],
+              attack_registry: Registry, defense_registry: Registry, results_dir: Path) -> Plan:
+    plan = Plan(suite)
+    model = to_dict(suite.model)
+    data_id = data.identity()
+    for seed in seeds:
+        pre = plan.add("pretrain", f"pretrain seed={seed}", (), {
+            "model": model, "data": data_id, "train": to_dict(suite.pretrain), "seed": seed})
+        for attack_name in attacks:
+            attack: Attack = make_method(attack_registry, attack_name, suite.attack_overrides(attack_name), seed,
+                                         image_shape=data.image_shape)
+            target = data.target_index(attack.config.target)
+            attack_spec = {"name": attack_name, "version": getattr(attack, "version", "1"),
+                           "config": to_dict(attack.config), "seed": seed}
+            poison = plan.add("poison", f"poison {attack_name} seed={seed}",
+                              (pre,) if attack.needs_reference_model else (), {
+                                  "attack": attack_spec, "data": data_id, "target": target,
+                                  "image_shape": list(data.image_shape), "model": model if attack.needs_reference_model else None})
+            eval_spec = {"attack": attack_spec, "target": target, "eval": to_dict(suite.eval), "data": data_id}
+            plain = plan.add("train", f"train {attack_name} seed={seed}", (pre, poison), {
+                "train": to_dict(suite.poison_train), "objective": None, "seed": seed})
+            baseline_eval = plan.add("evaluate", f"evaluate {attack_name}/none seed={seed}", (plain,), eval_spec)
+            clean_eval = plan.add("evaluate", f"evaluate clean-model {attack_name} seed={seed}", (pre,), eval_spec)
+            for defense_name in defenses:
+                defense: Defense = make_method(defense_registry, defense_name, suite.defense_overrides(defense_name), seed)
+                defense_spec = {"name": defense_name, "version": getattr(defense, "version", "1"),
+                                "config": to_dict(defense.config), "seed": seed}
+                keys = {"pretrain": pre, "poison": poison, "poison_train": plain}
+                if defense.stage is Stage.NONE:
+                    final = plain
+                elif defense.stage is Stage.TRAINING:
+                    final = keys["poison_train"] = plan.add(
+                        "train", f"train {attack_name} with {defense_name} seed={seed}", (pre, poison),
+                        {"train": to_dict(suite.poison_train), "objective": defense_spec, "seed": seed})
+                else:
+                    final = keys["defense"] = plan.add(
+                        "defend", f"defend {attack_name} with {defense_name} seed={seed}", (plain,), {"defense": defense_spec})
+                final_eval = baseline_eval if final == plain else plan.add(
+                    "evaluate", f"evaluate {attack_name}/{defense_name} seed={seed}", (final,), eval_spec)
+                plan.cells.append(Cell(
+                    attack=attack_name, defense=defense_name, seed=seed, stage=defense.stage.value,
+                    result_path=cell_path(results_dir, suite.name, attack_name, defense_name, seed),
+                    cell_key=config_hash({"final": final_eval, "baseline": baseline_eval, "clean": clean_eval}),
+                    eval_key=final_eval, baseline_key=baseline_eval, clean_key=clean_eval, stage_keys=keys,
+                    attack_config=to_dict(attack.config), defense_config=to_dict(defense.config),
+                    attack_source=attack_registry.entry(attack_name).source,
+                    defense_source=defense_registry.entry(defense_name).source))
+    return plan

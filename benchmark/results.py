@@ -1,0 +1,70 @@
+"""The cell result schema (a documented JSON contract), atomic IO and aggregation.
+
+One JSON file per cell: ``<results_dir>/<suite>/<attack>/<defense>/seed-<k>.json``.
+The leaderboard reads only these files. Fractions are numbers in [0, 1]; percent only on
+display. Schema (version 1)::
+
+    schema_version, status ("ok" | "failed"), suite, seed,
+    model {arch, pretrained},
+    attack {name, source, config}, defense {name, source, stage, config},
+    metrics {clean_accuracy, asr, ra, asr_at_k{k: frac}, intervals{name: [lo, hi]}, counts},
+    baseline  (the undefended model on the same poisoned set: same metric keys),
+    clean_model {clean_accuracy, asr, ...}  (the clean pre-trained model, trigger applied),
+    der, poison {num_poisoned, poison_rate_actual, manifest (path)},
+    timings_s {pretrain, poison, poison_train, defense, evaluate}, cached {stage: bool},
+    provenance {clipbench, git, torch, open_clip, python, config_hash, cell_key, created},
+    error (null, or {type, message, traceback})
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+from .cache import atomic_write_text
+
+SCHEMA_VERSION = 1
+
+
+def cell_path(results_dir: Path, suite: str, attack: str, defense: str, seed: int) -> Path:
+    return Path(results_dir) / suite / attack / defense / f"seed-{seed}.json"
+
+
+def write_result(path: Path, result: dict[str, Any]) -> None:
+    atomic_write_text(path, json.dumps(result, indent=1, sort_keys=True) + "\n")
+
+
+def read_result(path: Path) -> dict[str, Any] | None:
+    """A cell result, or None when missing, unreadable or of another schema."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
+        return None
+    return data
+
+
+def iter_results(results_dir: Path) -> Iterable[dict[str, Any]]:
+    for path in sorted(Path(results_dir).rglob("seed-*.json")):
+        data = read_result(path)
+        if data is not None:
+            yield data
+
+
+def to_frame(results: Iterable[dict[str, Any]]):
+    """One row per cell: suite, attack, defense, seed, status and the headline metrics."""
+    import pandas as pd
+
+    rows = []
+    for r in results:
+        m = r.get("metrics") or {}
+        b = r.get("baseline") or {}
+        rows.append({
+            "suite": r.get("suite"), "attack": r["attack"]["name"], "defense": r["defense"]["name"],
+            "seed": r.get("seed"), "status": r.get("status"),
+            "ca": m.get("clean_accuracy"), "asr": m.get("asr"), "ra": m.get("ra"),
+            "baseline_ca": b.get("clean_accuracy"), "baseline_asr": b.get("asr"),
+            "clean_model_asr": (r.get("clean_model") or {}).get("asr"), "der": r.get("der"),
+        })
+    return pd.DataFrame(rows)

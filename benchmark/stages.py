@@ -1,0 +1,151 @@
+"""Execute one planned stage (a :class:`~benchmark.plan.Node`) and store its artifact."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .api import AttackContext, DefenseContext, PoisonedSet
+from .cache import Cache
+from .config import from_dict, to_dict
+from .data.dataset import TensorPairs
+from .data.sources import DataBundle
+from .evaluate import EvalConfig, evaluate
+from .losses import ClipObjective
+from .models import ClipModel, ModelConfig, create_model
+from .plan import Node, make_method
+from .progress import Reporter
+from .registry import Registry
+from .train import TrainConfig, train
+
+MODEL_FILE = "model.safetensors"
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@dataclass
+class StageExecutor:
+    """Runs nodes whose artifacts are missing; loads inputs from the cache."""
+
+    cache: Cache
+    data: DataBundle
+    attacks: Registry
+    defenses: Registry
+    device: torch.device
+    reporter: Reporter = field(default_factory=lambda: Reporter(enabled=False))
+    _splits: dict[str, TensorPairs] = field(default_factory=dict)
+
+    # ---------------------------------------------------------------- inputs
+    def split(self, role: str) -> TensorPairs:
+        if role not in self._splits:
+            self._splits[role] = self.data.split(role)
+        return self._splits[role]
+
+    def new_model(self, model_spec: dict[str, Any], seed: int) -> ClipModel:
+        return create_model(from_dict(ModelConfig, model_spec), device=self.device, seed=seed)
+
+    def load_model(self, key: str) -> ClipModel:
+        meta = self.cache.meta("model", key)
+        if meta is None:
+            raise RuntimeError(f"model artifact {key} is missing from the cache")
+        model = self.new_model(meta["model"], seed=0)
+        model.load_state_dict(self.cache.tensors("model", key, MODEL_FILE))
+        return model.to(self.device).eval()
+
+    def load_poisoned(self, key: str) -> PoisonedSet:
+        tensors = self.cache.tensors("poison", key, "data.safetensors")
+        manifest = self.cache.json("poison", key, "manifest.json")
+        captions = self.cache.json("poison", key, "captions.json")
+        data = TensorPairs(tensors["images"], captions, tensors["labels"],
+                           self.data.class_names, tensors["poisoned"].bool())
+        return PoisonedSet(data, manifest)
+
+    def model_spec_of(self, key: str) -> dict[str, Any]:
+        return self.cache.meta("model", key)["model"]
+
+    def kind_of(self, node: Node) -> str:
+        return {"pretrain": "model", "train": "model", "defend": "model", "poison": "poison", "evaluate": "eval"}[node.kind]
+
+    def done(self, node: Node) -> bool:
+        return self.cache.has(self.kind_of(node), node.key)
+
+    # ----------------------------------------------------------------- stages
+    def run(self, node: Node) -> None:
+        start = time.perf_counter()
+        files, extra = getattr(self, f"_run_{node.kind}")(node)
+        meta = {"label": node.label, "spec": node.spec, "deps": list(node.deps),
+                "seconds": time.perf_counter() - start, **extra}
+        self.cache.put(self.kind_of(node), node.key, files, meta)
+
+    def _save_model(self, model: ClipModel, model_spec: dict, stats=None) -> tuple[dict, dict]:
+        extra = {"model": model_spec}
+        if stats is not None:
+            extra["train"] = {"steps": stats.steps, "seconds": stats.seconds, "samples_per_s": stats.samples_per_s,
+                              "loss_history": stats.loss_history}
+        return {MODEL_FILE: model.state_dict()}, extra
+
+    def _run_pretrain(self, node: Node):
+        spec = node.spec
+        model = self.new_model(spec["model"], seed=spec["seed"])
+        stats = None
+        if spec["train"] is not None:
+            stats = train(model, self.split("pretrain"), ClipObjective(), from_dict(TrainConfig, spec["train"]),
+                          seed=spec["seed"], device=self.device, stage=node.label, reporter=self.reporter)
+        return self._save_model(model, spec["model"], stats)
+
+    def _run_poison(self, node: Node):
+        spec = node.spec
+        a = spec["attack"]
+        attack = make_method(self.attacks, a["name"], a["config"], a["seed"], image_shape=tuple(spec["image_shape"]))
+        reference = (lambda: self.load_model(node.deps[0])) if node.deps else None
+        ctx = AttackContext(self.data.class_names, spec["target"], a["seed"], self.device, reference,
+                            self.data.templates, self.reporter)
+        poisoned = attack.poison(self.split("train"), ctx)
+        d = poisoned.data
+        files = {"data.safetensors": {"images": d.images, "labels": d.labels, "poisoned": d.poisoned.to(torch.uint8)},
+                 "captions.json": d.captions, "manifest.json": poisoned.manifest}
+        return files, {"num_poisoned": poisoned.manifest["num_poisoned"]}
+
+    def _run_train(self, node: Node):
+        spec = node.spec
+        pre, poison = node.deps
+        model = self.load_model(pre)
+        data = self.load_poisoned(poison).data
+        objective = ClipObjective()
+        if spec["objective"] is not None:
+            d = spec["objective"]
+            defense = make_method(self.defenses, d["name"], d["config"], d["seed"])
+            objective = defense.objective(DefenseContext(self.data.class_names, d["seed"], device=self.device,
+                                                         reporter=self.reporter, stage_name=node.label))
+        stats = train(model, data, objective, from_dict(TrainConfig, spec["train"]), seed=spec["seed"],
+                      device=self.device, stage=node.label, reporter=self.reporter)
+        return self._save_model(model, self.model_spec_of(pre), stats)
+
+    def _run_defend(self, node: Node):
+        d = node.spec["defense"]
+        (parent,) = node.deps
+        model = self.load_model(parent)
+        defense = make_method(self.defenses, d["name"], d["config"], d["seed"])
+        ctx = DefenseContext(self.data.class_names, d["seed"], clean_data=self.split("defense"), val_data=self.split("val"),
+                             device=self.device, reporter=self.reporter, stage_name=node.label)
+        stats = defense.defend(model, ctx)
+        return self._save_model(model, self.model_spec_of(parent), stats)
+
+    def _run_evaluate(self, node: Node):
+        spec = node.spec
+        (model_key,) = node.deps
+        model = self.load_model(model_key)
+        a = spec["attack"]
+        attack = make_method(self.attacks, a["name"], a["config"], a["seed"], image_shape=self.data.image_shape)
+        metrics = evaluate(model, self.split("test"), self.data.class_names, self.data.templates, attack, spec["target"],
+                           from_dict(EvalConfig, spec["eval"]))
+        return {"metrics.json": to_dict(metrics)}, {}
+
+    def metrics(self, key: str) -> dict[str, Any]:
+        return self.cache.json("eval", key, "metrics.json")

@@ -1,0 +1,5 @@
+"""Built-in defenses: registry name -> ``"module:Class"`` (imported on first use)."""
+
+BUILTIN: dict[str, str] = {
+    "none": "defenses.none:NoDefense",
+}

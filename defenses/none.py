@@ -1,0 +1,13 @@
+"""The no-defense baseline: the backdoored model as it is."""
+from __future__ import annotations
+
+from benchmark.api import Defense, DefenseConfig, Stage
+
+
+class NoDefense(Defense):
+    """Evaluates the backdoored model unchanged (the row every defense is compared to)."""
+
+    name = "none"
+    stage = Stage.NONE
+    paper = "baseline"
+    Config = DefenseConfig

@@ -1,0 +1,1 @@
+"""Leaderboard: result files -> static site."""
