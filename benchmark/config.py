@@ -37,14 +37,16 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
-        errors = []
+        errors: list[ConfigError] = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return _coerce(value, arg, key)
             except ConfigError as exc:
-                errors.append(str(exc))
+                errors.append(exc)
+        if len(errors) == 1:
+            raise errors[0]
         raise ConfigError(f"{key}: {value!r} is not a valid {_type_name(tp)}")
     if origin is typing.Literal:
         if value not in typing.get_args(tp):
@@ -149,6 +151,11 @@ def parse_set(items: list[str]) -> dict[str, Any]:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
             value = raw
+        if isinstance(value, str):  # YAML 1.1 reads "3e-3" as a string
+            try:
+                value = float(value) if any(ch in value for ch in ".eE") else int(value)
+            except ValueError:
+                pass
         node = out
         parts = key.split(".")
         for part in parts[:-1]:

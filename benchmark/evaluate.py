@@ -84,6 +84,26 @@ class Metrics:
     counts: dict[str, int] = field(default_factory=dict)
 
 
+def score(clean_logits: torch.Tensor, labels: torch.Tensor, triggered_logits: torch.Tensor | None = None,
+          triggered_labels: torch.Tensor | None = None, target: int | None = None,
+          config: EvalConfig | None = None) -> Metrics:
+    """Metrics from logits. ``triggered_*`` must already exclude target-class images."""
+    cfg = config or EvalConfig()
+    ca, ca_ci, _, n = _rate(clean_logits.argmax(1) == labels, cfg.confidence)
+    m = Metrics(clean_accuracy=ca, intervals={"clean_accuracy": ca_ci}, counts={"clean": n})
+    if triggered_logits is None or target is None:
+        return m
+    if triggered_labels is not None and bool((triggered_labels == target).any()):
+        raise ValueError("triggered images must exclude the target class (ASR is defined over non-target images)")
+    pred = triggered_logits.argmax(1)
+    m.asr, m.intervals["asr"], _, m.counts["triggered"] = _rate(pred == target, cfg.confidence)
+    m.ra, m.intervals["ra"], _, _ = _rate(pred == triggered_labels, cfg.confidence)
+    for k in cfg.asr_topk:
+        topk = triggered_logits.topk(min(k, triggered_logits.shape[1]), dim=1).indices
+        m.asr_at_k[str(k)] = float((topk == target).any(dim=1).float().mean()) if len(topk) else float("nan")
+    return m
+
+
 def evaluate(model: ClipModel, test: TensorPairs, class_names: Sequence[str], templates: Sequence[str],
              trigger: Callable[[torch.Tensor], torch.Tensor] | None = None, target: int | None = None,
              config: EvalConfig | None = None) -> Metrics:
@@ -92,19 +112,11 @@ def evaluate(model: ClipModel, test: TensorPairs, class_names: Sequence[str], te
     weights = zero_shot_weights(model, class_names, templates)
     labels = test.labels
     clean_logits = logits(model, test.images, weights, cfg.batch_size)
-    ca, ca_ci, k, n = _rate(clean_logits.argmax(1) == labels, cfg.confidence)
-    m = Metrics(clean_accuracy=ca, intervals={"clean_accuracy": ca_ci}, counts={"clean": n})
     if trigger is None or target is None:
-        return m
+        return score(clean_logits, labels, config=cfg)
     keep = labels != target  # ASR excludes images whose true class is the target
     trig_logits = logits(model, test.images[keep], weights, cfg.batch_size, trigger)
-    trig_labels = labels[keep]
-    m.asr, m.intervals["asr"], _, m.counts["triggered"] = _rate(trig_logits.argmax(1) == target, cfg.confidence)
-    m.ra, m.intervals["ra"], _, _ = _rate(trig_logits.argmax(1) == trig_labels, cfg.confidence)
-    for k in cfg.asr_topk:
-        topk = trig_logits.topk(min(k, trig_logits.shape[1]), dim=1).indices
-        m.asr_at_k[str(k)] = float((topk == target).any(dim=1).float().mean()) if len(topk) else float("nan")
-    return m
+    return score(clean_logits, labels, trig_logits, labels[keep], target, cfg)
 
 
 def der(asr_bd: float, asr_def: float, ca_bd: float, ca_def: float) -> float:

@@ -78,7 +78,8 @@ class ClipModel(nn.Module):
                 images = F.pad(images, (left, s - w - left, top, s - h - top))
             else:
                 images = F.interpolate(images, size=(s, s), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
-        return (images - self.mean) / self.std
+        # channels_last runs the convolutions of ResNet towers faster on CPU and GPU
+        return ((images - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
 
     def tokenize(self, captions: Sequence[str]) -> torch.Tensor:
         missing = [c for c in dict.fromkeys(captions) if c not in self._token_cache]
@@ -137,4 +138,4 @@ def create_model(config: ModelConfig, device: str | torch.device = "cpu", seed: 
     std = getattr(clip.visual, "image_std", None) or open_clip.OPENAI_DATASET_STD
     size = clip.visual.image_size
     size = size[0] if isinstance(size, (tuple, list)) else size
-    return ClipModel(clip, tokenizer, mean, std, int(size)).to(device)
+    return ClipModel(clip, tokenizer, mean, std, int(size)).to(device=device, memory_format=torch.channels_last)

@@ -33,6 +33,10 @@ class DataConfig:
     defense_split: str = "defense"
     val_split: str = "val"
     test_split: str = "test"
+    fraction: float = 1.0  # class-balanced, seeded subsample of every split (tests, quick looks)
+
+    def __post_init__(self) -> None:
+        check(0 < self.fraction <= 1, "data.fraction", self.fraction, "use a fraction in (0, 1]")
 
 
 @dataclass
@@ -44,7 +48,7 @@ class SuiteConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     pretrain: TrainConfig | None = field(default_factory=lambda: TrainConfig(epochs=8, lr=2e-3, warmup_steps=50))
-    poison_train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=6, lr=2e-3, warmup_steps=20))
+    poison_train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=6, batch_size=128, lr=2e-3, warmup_steps=20))
     eval: EvalConfig = field(default_factory=EvalConfig)
     attack_common: dict[str, Any] = field(default_factory=dict)
     attacks: dict[str, dict] = field(default_factory=dict)

@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from ..config import ConfigError, to_dict
 from .captions import CLASS_NAMES, ZERO_SHOT_TEMPLATES
 from .dataset import TensorPairs
@@ -23,7 +25,10 @@ class DataBundle:
         from . import embedded
 
         name = getattr(self.config, f"{role}_split")
-        return embedded.load_split(name, caption_seed=self.config.caption_seed)
+        data = embedded.load_split(name, caption_seed=self.config.caption_seed)
+        if self.config.fraction < 1:
+            data = data.subset(balanced_subsample(data.labels.numpy(), self.config.fraction, seed=len(name)))
+        return data
 
     def identity(self) -> dict[str, Any]:
         """What identifies the data in cache keys."""
@@ -34,6 +39,16 @@ class DataBundle:
             raise ConfigError(f"target={target!r} is not a class of this suite's data; choose one of "
                               f"{', '.join(self.class_names)}")
         return self.class_names.index(target)
+
+
+def balanced_subsample(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Sorted indices of a class-balanced ``fraction`` of ``labels`` (at least 1 per class)."""
+    rng = np.random.default_rng(seed)
+    keep = []
+    for cls in np.unique(labels):
+        idx = np.flatnonzero(labels == cls)
+        keep.append(rng.choice(idx, size=max(1, round(fraction * len(idx))), replace=False))
+    return np.sort(np.concatenate(keep))
 
 
 def open_data(config: Any) -> DataBundle:

@@ -1,0 +1,52 @@
+"""Shared fixtures: a tiny suite that trains in seconds, isolated cache/results dirs."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+#: --set overrides that make a whole cell run in seconds: a micro model, 5% of the data.
+TINY_SETS = [
+    "model.arch=clipbench-micro-rn",
+    "data.fraction=0.08",
+    "pretrain.epochs=6", "pretrain.batch_size=64", "pretrain.lr=5e-3", "pretrain.warmup_steps=5",
+    "poison_train.epochs=7", "poison_train.batch_size=64", "poison_train.lr=5e-3", "poison_train.warmup_steps=5",
+    "attack_common.poison_rate=0.1", "eval.batch_size=500",
+]
+
+
+@pytest.fixture
+def tiny_sets() -> list[str]:
+    return list(TINY_SETS)
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    path = tmp_path / "cache"
+    monkeypatch.setenv("CLIPBENCH_CACHE", str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_suite():
+    from benchmark.config import parse_set
+    from benchmark.suite import load_suite
+
+    return load_suite("embedded", parse_set(TINY_SETS))
+
+
+def need(component: str, available: bool, how: str) -> None:
+    """Skip a test whose system component is missing, or fail under CI.
+
+    CI sets ``CLIPBENCH_REQUIRE_SYSTEM=1`` after installing every component (see
+    ``.ci/run``), which turns such skips into failures: nothing is silently untested.
+    """
+    if available:
+        return
+    message = f"{component} is not available ({how})"
+    if os.environ.get("CLIPBENCH_REQUIRE_SYSTEM") == "1":
+        pytest.fail(message + "; CI requires it", pytrace=False)
+    pytest.skip(message)
