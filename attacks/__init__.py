@@ -2,4 +2,7 @@
 
 BUILTIN: dict[str, str] = {
     "badnet": "attacks.badnet:BadNet",
+    "blended": "attacks.blended:Blended",
+    "label_consistent": "attacks.label_consistent:LabelConsistent",
+    "wanet": "attacks.wanet:WaNet",
 }

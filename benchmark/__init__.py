@@ -1,7 +1,42 @@
 """clipbench: a benchmark of backdoor attacks and defenses on CLIP-style models.
 
-This package is the engine and the one public API that attacks, defenses and plugins
-import (:mod:`benchmark.api`, re-exported here).
+This package is the engine and **the one public API** that attacks, defenses and
+third-party plugins import. Everything a method needs is importable from ``benchmark``
+directly; anything else (``benchmark.runner``, ``benchmark.plan``, ...) is internal and
+may change without notice.
+
+Versioning: :data:`API_VERSION` is ``"MAJOR.MINOR"``. A minor bump adds names or optional
+arguments; a major bump removes or changes one. A plugin written against ``1.x`` works
+with every ``1.y`` (y >= x).
+
+The API (version 1):
+
+Methods
+    :class:`Attack` (``name``, ``Config``, ``apply(images)``, optional ``poison``),
+    :class:`AttackConfig` (``target``, ``poison_rate``), :class:`AttackContext`,
+    :class:`PoisonedSet`; :class:`Defense` (``name``, ``stage``, ``Config``,
+    ``objective(ctx)`` or ``defend(model, ctx)``), :class:`DefenseConfig` (``train``: a
+    :class:`TrainConfig`), :class:`DefenseContext`, :class:`Stage` (``NONE``,
+    ``TRAINING``, ``POST_TRAINING``).
+Training
+    :class:`Objective` (a batch -> :class:`LossOutput`), :class:`StepContext`,
+    :class:`ClipObjective`, the losses :func:`clip_loss`, :func:`info_nce` and
+    :func:`caption_targets`, :class:`TrainConfig`, :class:`TrainStats`, :func:`train`
+    (the one training loop), :class:`NonFiniteLossError`.
+Data and models
+    :class:`TensorPairs` (images uint8 (N, C, H, W), captions, labels, class names),
+    :class:`Batch`, :class:`ClipModel` (``encode_image`` on [0, 1] images,
+    ``encode_text``, ``logit_scale``), :class:`Reporter`.
+Configs
+    :class:`ConfigError` and :func:`check` (``check(cond, key, value, fix)`` in a
+    ``__post_init__`` or ``validate``: a one-line error naming the key and the fix).
+Contract tests (for plugin authors' own test suites)
+    :func:`check_attack`, :func:`check_defense` (from :mod:`benchmark.testing`, imported
+    on first use so that importing ``benchmark`` stays light).
+Plugins
+    :func:`is_plugin`; the entry-point groups ``clipbench.attacks`` and
+    ``clipbench.defenses`` (see :mod:`benchmark.registry` and the README's "Add your own
+    defense").
 """
 __version__ = "0.1.0"
 
@@ -16,11 +51,32 @@ from .api import (  # noqa: E402
     PoisonedSet,
     Stage,
 )
-from .losses import ClipObjective, LossOutput, Objective, StepContext, clip_loss, info_nce  # noqa: E402
-from .train import TrainConfig  # noqa: E402
+from .config import ConfigError, check  # noqa: E402
+from .data.dataset import Batch, TensorPairs  # noqa: E402
+from .losses import ClipObjective, LossOutput, Objective, StepContext, caption_targets, clip_loss, info_nce  # noqa: E402
+from .models import ClipModel  # noqa: E402
+from .progress import Reporter  # noqa: E402
+from .registry import ATTACK_GROUP, DEFENSE_GROUP, is_plugin  # noqa: E402
+from .train import NonFiniteLossError, TrainConfig, TrainStats, train  # noqa: E402
+
+_LAZY = {"check_attack": "benchmark.testing", "check_defense": "benchmark.testing"}
+
+
+def __getattr__(name: str):
+    """``check_attack`` / ``check_defense`` are imported from :mod:`benchmark.testing` on first use."""
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'benchmark' has no attribute {name!r}")
+
 
 __all__ = [
-    "API_VERSION", "Attack", "AttackConfig", "AttackContext", "ClipObjective", "Defense", "DefenseConfig",
-    "DefenseContext", "LossOutput", "Objective", "PoisonedSet", "Stage", "StepContext", "TrainConfig",
-    "clip_loss", "info_nce", "__version__",
+    "API_VERSION", "ATTACK_GROUP", "Attack", "AttackConfig", "AttackContext", "Batch", "ClipModel", "ClipObjective",
+    "ConfigError", "DEFENSE_GROUP", "Defense", "DefenseConfig", "DefenseContext", "LossOutput", "NonFiniteLossError",
+    "Objective", "PoisonedSet", "Reporter", "Stage", "StepContext", "TensorPairs", "TrainConfig", "TrainStats",
+    "caption_targets", "check", "check_attack", "check_defense", "clip_loss", "info_nce", "is_plugin", "train",
+    "__version__",
 ]

@@ -12,6 +12,8 @@ Each method declares a typed ``Config`` dataclass whose defaults are its paper's
 from __future__ import annotations
 
 import enum
+import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
@@ -27,6 +29,7 @@ from .progress import Reporter
 from .train import TrainConfig, TrainStats, train
 
 API_VERSION = "1.0"
+MANIFEST_VERSION = 1
 
 
 class Stage(str, enum.Enum):
@@ -86,6 +89,9 @@ class Attack:
     Config: ClassVar[type[AttackConfig]] = AttackConfig
     #: True when poisoning needs the clean model (e.g. label-consistent PGD).
     needs_reference_model: ClassVar[bool] = False
+    #: True for clean-label attacks: only target-class samples are poisoned and their
+    #: captions stay truthful (checked by :func:`benchmark.testing.check_attack`).
+    clean_label: ClassVar[bool] = False
     version: ClassVar[str] = "1"
 
     def __init__(self, config: AttackConfig | None = None, *, seed: int = 0, image_shape: tuple[int, int, int] = (1, 28, 28)):
@@ -106,6 +112,20 @@ class Attack:
     def trigger_params(self) -> dict[str, Any]:
         """Everything that defines the trigger (goes into the manifest)."""
         return to_dict(self.config)
+
+    def identity(self) -> dict[str, Any]:
+        """What defines the trigger beyond the config and seed (e.g. a pattern file's digest).
+
+        Non-empty values join the cache keys of the poison and evaluation stages, so editing
+        a pattern file in place invalidates the cached poisons built from it.
+        """
+        return {}
+
+    def train_time_slack(self) -> float:
+        """L-inf distance (in [0,1] units) allowed between a poisoned training image and the
+        test-time trigger of the same clean image. 0 (identical) unless the attack perturbs
+        training images beyond the trigger (label-consistent PGD: its eps)."""
+        return 0.0
 
     def rng(self, purpose: str) -> np.random.Generator:
         """A generator derived from the attack seed and a purpose string."""
@@ -130,31 +150,73 @@ class Attack:
         return target_captions(ctx.class_names[ctx.target], len(index), self.rng("captions"), ctx.templates)
 
     def poison(self, data: TensorPairs, ctx: AttackContext) -> PoisonedSet:
+        """Poison ``data``: choose (seeded) what to poison, record it in a manifest, build the set.
+
+        All random choices are made here and written into the manifest; the images are then
+        built from the manifest by :meth:`materialize`, the same code path that
+        :func:`benchmark.poison.regenerate` uses, so a manifest regenerates its set exactly.
+        """
         index = self.select(data, ctx.target)
-        images = data.images.clone()
-        captions = list(data.captions)
-        poisoned = torch.zeros(len(data), dtype=torch.bool)
-        new_images = self.poison_images(data.images[index], ctx, index)
-        new_captions = self.poison_captions(data, index, ctx)
-        images[index] = new_images
-        for i, c in zip(index.tolist(), new_captions):
-            captions[i] = c
-        poisoned[index] = True
-        out = TensorPairs(images, captions, data.labels.clone(), data.class_names, poisoned)
-        manifest = {
+        manifest = self.make_manifest(data, ctx, index, self.poison_captions(data, index, ctx))
+        poisoned = self.materialize(data, manifest, ctx)
+        manifest["sha256"] = pairs_digest(poisoned.data)
+        return poisoned
+
+    def make_manifest(self, data: TensorPairs, ctx: AttackContext, index: np.ndarray, captions: list[str]) -> dict[str, Any]:
+        """The poison manifest: every choice needed to rebuild the poisoned set from the clean one.
+
+        Subclasses that make further random choices (WaNet's noise mode) extend it (call
+        ``super()`` first). ``sha256`` (a digest of the resulting set) is added by :meth:`poison`.
+        """
+        return {
+            "manifest_version": MANIFEST_VERSION,
             "attack": self.name,
+            "attack_version": self.version,
+            "clean_label": self.clean_label,
             "seed": self.seed,
+            "config": to_dict(self.config),
+            "image_shape": list(self.image_shape),
             "target": ctx.class_names[ctx.target],
             "target_index": ctx.target,
+            "class_names": list(ctx.class_names),
+            "templates": list(ctx.templates),
             "trigger": self.trigger_params(),
             "num_samples": len(data),
             "num_poisoned": int(len(index)),
             "poison_rate_actual": len(index) / len(data),
             "indices": index.tolist(),
-            "captions": new_captions,
+            "captions": list(captions),
             "original_labels": data.labels[index].tolist(),
+            "cross_indices": [],  # samples modified without the backdoor (kept captions), e.g. WaNet noise mode
         }
-        return PoisonedSet(out, manifest)
+
+    def materialize(self, data: TensorPairs, manifest: dict[str, Any], ctx: AttackContext) -> PoisonedSet:
+        """Build the poisoned set that ``manifest`` describes from the clean ``data``.
+
+        Deterministic given the manifest (and, for attacks with ``needs_reference_model``,
+        the same reference model): selected images go through :meth:`poison_images`, their
+        captions are replaced by the manifest's, labels are kept.
+        """
+        index = np.asarray(manifest["indices"], dtype=np.int64)
+        images = data.images.clone()
+        captions = list(data.captions)
+        poisoned = torch.zeros(len(data), dtype=torch.bool)
+        if len(index):
+            images[index] = self.poison_images(data.images[index], ctx, index)
+        for i, c in zip(index.tolist(), manifest["captions"]):
+            captions[i] = c
+        poisoned[index] = True
+        return PoisonedSet(TensorPairs(images, captions, data.labels.clone(), data.class_names, poisoned), manifest)
+
+
+def pairs_digest(data: TensorPairs) -> str:
+    """``sha256:<hex>`` of a dataset's images, captions, labels and poisoned mask (bit for bit)."""
+    h = hashlib.sha256()
+    for t in (data.images, data.labels.to(torch.int64), data.poisoned.to(torch.uint8)):
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.contiguous().numpy().tobytes())
+    h.update(json.dumps(list(data.captions)).encode())
+    return "sha256:" + h.hexdigest()
 
 
 # --------------------------------------------------------------------------- defenses
@@ -173,6 +235,7 @@ class DefenseContext:
     seed: int
     clean_data: TensorPairs | None = None  # the clean defense split (post-training)
     val_data: TensorPairs | None = None
+    train_data: TensorPairs | None = None  # the (poisoned) training set (training-stage defenses)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     reporter: Reporter = field(default_factory=lambda: Reporter(enabled=False))
     stage_name: str = "defense"

@@ -104,9 +104,14 @@ class Cache:
                     target.write_bytes(payload)
                 digests[name] = _sha256(target)
             (tmp / "meta.json").write_text(json.dumps({**meta, "key": key, "kind": kind, "files": digests}, indent=1, default=str))
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
+            if final.exists():  # a stale or corrupt entry (an intact one is never rewritten)
+                shutil.rmtree(final, ignore_errors=True)
+            try:
+                os.replace(tmp, final)
+            except OSError:
+                if not (final / "meta.json").exists():
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)  # a concurrent run stored it first: keep theirs
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

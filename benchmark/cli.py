@@ -1,13 +1,18 @@
-"""The ``clipbench`` command line: run | list.
+"""The ``clipbench`` command line: run | list | leaderboard | preview.
 
 Bad input (unknown method, malformed ``--set``, invalid config, unwritable results
-directory) prints one line naming the problem and the fix and exits with code 2;
-``--debug`` shows the traceback instead.
+directory, a ``--plugin`` that cannot be loaded) prints one line naming the problem and
+the fix and exits with code 2; ``--debug`` shows the traceback instead. Exit codes: 0 all
+cells ok; 1 some cells failed (listed; each failed cell's result file holds the
+traceback); 2 bad input; 75 the results directory is in use (``--no-wait``); 130 / 143
+interrupted by SIGINT / SIGTERM (finished files are kept, no file is half-written; rerun
+to resume).
 """
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -17,6 +22,24 @@ from rich.console import Console
 from rich.table import Table
 
 EXIT_USAGE = 2
+EXIT_LOCKED = 75  # EX_TEMPFAIL: another run holds the results directory (--no-wait)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (cluster pre-emption), handled like Ctrl-C; exit code 128 + signum."""
+
+    signum = signal.SIGTERM
+
+
+def _terminate_as_interrupt():
+    """Make SIGTERM unwind like SIGINT (finish the current file, exit 143); returns the old handler."""
+    def handler(signum, frame):
+        raise Terminated()
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (e.g. called from a worker): keep the default
+        return None
 
 
 class UsageError(Exception):
@@ -39,12 +62,48 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a suite setting, e.g. --set pretrain.epochs=4 (repeatable)")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.add_argument("--dry-run", action="store_true",
+                   help="print the plan (stages to run, cache hits, estimated cost) and exit without running")
+    r.add_argument("--executor", default="auto", choices=["auto", "local", "process", "ray"],
+                   help="where stages run: local (this process), process (a pool of --jobs worker processes), "
+                        "ray (Ray tasks; --address), auto (process on several CPU cores, else local; default)")
+    r.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="stages run at once (process: worker processes, default = cores; ray: concurrent tasks)")
+    r.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray instance)")
+    r.add_argument("--gpus-per-task", type=float, default=None, metavar="G",
+                   help="Ray: GPUs each stage requests (default 1 when the suite runs on CUDA, else 0)")
+    r.add_argument("--no-leaderboard", dest="leaderboard", action="store_false",
+                   help="do not regenerate <results-dir>/leaderboard at the end")
+    r.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE:CLASS|FILE.py",
+                   help="also load an attack/defense from module:Class or every one a .py file defines (repeatable)")
+    w = r.add_mutually_exclusive_group()
+    w.add_argument("--wait", dest="wait", action="store_true", default=True,
+                   help="if another run uses the results directory, wait for it (default)")
+    w.add_argument("--no-wait", dest="wait", action="store_false",
+                   help="if another run uses the results directory, refuse at once (exit 75)")
 
-    sub.add_parser("list", help="list attacks and defenses with their sources")
+    ls = sub.add_parser("list", help="list attacks and defenses with their sources")
+    ls.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE:CLASS|FILE.py",
+                    help="also load an attack/defense from module:Class or a .py file (repeatable)")
+    lb = sub.add_parser("leaderboard", help="build the static leaderboard site (HTML, CSV, Markdown) from result files")
+    lb.add_argument("--results-dir", default="results", type=Path, help="where the cell JSON files are (default ./results)")
+    lb.add_argument("--out", default=None, type=Path, help="output folder (default <results-dir>/leaderboard)")
+    pv = sub.add_parser("preview", help="save a PNG grid of clean vs triggered test images per attack")
+    pv.add_argument("--attack", default="all", help="attack names, comma-separated, or 'all' (default)")
+    pv.add_argument("--out", default=Path("results/previews/triggers.png"), type=Path,
+                    help="PNG path (default results/previews/triggers.png)")
+    pv.add_argument("--suite", default="embedded", help="suite name or YAML path (default: embedded)")
+    pv.add_argument("--seed", type=int, default=0, help="attack seed (seeded triggers differ per seed; default 0)")
+    pv.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a suite setting, e.g. --set attacks.wanet.s=1 (repeatable)")
+    pv.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE:CLASS|FILE.py",
+                    help="also load an attack from module:Class or a .py file (repeatable)")
     return p
 
 
 def _seeds(args: argparse.Namespace) -> list[int]:
+    if args.seeds and args.seed is not None:
+        raise UsageError(f"--seed {args.seed} and --seeds {args.seeds} contradict each other; give only one of them")
     if args.seeds:
         try:
             return [int(s) for s in args.seeds.split(",") if s.strip()]
@@ -100,6 +159,23 @@ def format_matrix(results: list[dict], console: Console) -> None:
                 row.append(f"{fmt(cell.ca)} / {fmt(cell.asr)}")
         table.add_row(*row)
     console.print(table)
+    if nseeds > 1:
+        from .results import aggregate_seeds
+
+        agg = aggregate_seeds(df)
+        seeds_table = Table(title="across seeds: mean ± std [95% t-interval of the mean] (%)")
+        for col in ("attack", "defense", "seeds", "CA", "ASR"):
+            seeds_table.add_column(col, justify="left" if col in ("attack", "defense") else "right")
+
+        def span(r, m: str) -> str:
+            if r[f"{m}_std"] != r[f"{m}_std"]:  # NaN: one seed
+                return f"{100 * r[f'{m}_mean']:.1f}"
+            return (f"{100 * r[f'{m}_mean']:.1f} ± {100 * r[f'{m}_std']:.1f} "
+                    f"[{100 * r[f'{m}_ci_low']:.1f}, {100 * r[f'{m}_ci_high']:.1f}]")
+
+        for _, r in agg.iterrows():
+            seeds_table.add_row(r.attack, r.defense, str(r.n), span(r, "ca"), span(r, "asr"))
+        console.print(seeds_table)
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
@@ -108,65 +184,192 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     from .data.sources import open_data
     from .plan import make_plan
     from .progress import Reporter
-    from .registry import attack_registry, defense_registry
+    from .lock import ResultsLock
+    from .registry import registries
     from .runner import run_plan
     from .stages import StageExecutor, pick_device
     from .suite import load_suite
 
     seeds = _seeds(args)
     suite = load_suite(args.suite, parse_set(args.overrides))
-    attacks_reg, defenses_reg = attack_registry(), defense_registry()
+    attacks_reg, defenses_reg = registries(args.plugins)
+    _check_method_sections(suite, attacks_reg, defenses_reg)
     attacks = attacks_reg.resolve(args.attack)
     defenses = defenses_reg.resolve(args.defense)
     _check_writable(args.results_dir)
-    data = open_data(suite.data)
+    err = Console(stderr=True)
+    if not args.dry_run and int(os.environ.get("RANK", "0")) == 0:  # torchrun: rank 0 holds the lock for the job
+        args._lock = ResultsLock(args.results_dir).acquire(
+            wait=args.wait, notify=lambda msg: err.print(f"clipbench: {msg}", highlight=False, markup=False, soft_wrap=True))
+    data = open_data(suite.data, suite.model)
     plan = make_plan(suite, data, attacks, defenses, seeds, attacks_reg, defenses_reg, args.results_dir)
     reporter = Reporter(enabled=not args.quiet, console=console)
-    executor = StageExecutor(Cache(args.cache_dir), data, attacks_reg, defenses_reg, pick_device(suite.device), reporter)
-    report = run_plan(plan, executor)
+    from .distributed import init_from_env
+
+    if args.jobs is not None and args.jobs < 1:
+        raise UsageError(f"--jobs {args.jobs} must be at least 1")
+    dist = init_from_env(suite.device)  # under torchrun: data-parallel training, rank 0 writes
+    device = dist.device if dist is not None else pick_device(suite.device)
+    executor = StageExecutor(Cache(args.cache_dir), data, attacks_reg, defenses_reg, device, reporter, dist=dist)
+    if dist is not None and not dist.is_main:
+        reporter.enabled = False
+    if args.dry_run:
+        from .runner import print_plan
+
+        print_plan(plan, executor, console)
+        return 0
+    from .executors import ExecutorChoice, WorkerSpec, make_executor
+    from .plan import estimate_cost
+    from .runner import plan_status
+
+    status = plan_status(plan, executor)
+    costs = estimate_cost(plan, status.to_run, executor.cache.root,
+                          lambda role: len(executor.split(role)) if executor.data.config.source == "embedded" else None)
+    if dist is not None and args.executor not in ("auto", "local"):
+        raise UsageError(f"--executor {args.executor} cannot be combined with torchrun; torchrun runs every stage itself")
+    choice = ExecutorChoice("local" if dist is not None else args.executor, args.jobs, args.address, args.gpus_per_task)
+    workers = make_executor(choice, executor, status.width, device.type == "cuda")
+    spec = WorkerSpec(str(executor.cache.root), suite.data, suite.model, suite.device, tuple(args.plugins))
+    report = run_plan(plan, executor, workers, spec, costs.seconds)
+    if dist is not None and not dist.is_main:
+        return 0
     format_matrix(report.results, console)
     console.print(f"{len(plan.cells)} cell(s): {len(plan.cells) - report.skipped_cells} computed, "
                   f"{report.skipped_cells} already finished; results in {args.results_dir}/{suite.name}/")
+    if getattr(args, "leaderboard", True):
+        _regenerate_leaderboard(args.results_dir, console)
     if report.failed:
         console.print("[red]failed cells:[/]\n  " + "\n  ".join(report.failed))
         return 1
     return 0
 
 
-def cmd_list(args: argparse.Namespace, console: Console) -> int:
-    from .registry import attack_registry, defense_registry
+def _regenerate_leaderboard(results_dir: Path, console: Console) -> None:
+    """End of ``run``: rebuild ``<results-dir>/leaderboard``; a failure here never fails the run."""
+    from rich.markup import escape
 
-    for reg in (attack_registry(), defense_registry()):
+    from leaderboard.build import build_site
+
+    try:
+        report = build_site(results_dir)
+    except Exception as exc:  # the cells are written; the site can be rebuilt with `clipbench leaderboard`
+        console.print(f"[yellow]leaderboard not rebuilt[/] ({type(exc).__name__}: {escape(str(exc))}); "
+                      "run `clipbench leaderboard` to retry", highlight=False)
+        return
+    console.print(f"leaderboard: {report.index}", highlight=False)
+
+
+def cmd_leaderboard(args: argparse.Namespace, console: Console) -> int:
+    """Build the static site from result files only (the leaderboard never imports the engine)."""
+    from rich.markup import escape
+
+    from leaderboard.build import LeaderboardError, build_site
+
+    try:
+        report = build_site(args.results_dir, args.out)
+    except LeaderboardError as exc:
+        raise UsageError(str(exc)) from None
+    except OSError as exc:
+        raise UsageError(f"cannot write the leaderboard to {str(args.out or args.results_dir)!r} "
+                         f"({exc.strerror or exc}); choose another folder with --out") from None
+    console.print(f"{report.cells} result file(s) ({report.failed} failed), suite(s) {', '.join(report.suites)}",
+                  highlight=False)
+    for skipped in report.skipped:
+        console.print(f"[yellow]skipped[/] {escape(skipped)}", highlight=False)
+    console.print(f"leaderboard: {report.index} (+ defenses.csv, attacks.csv, cells.csv, leaderboard.md)",
+                  highlight=False)
+    return 0
+
+
+def cmd_preview(args: argparse.Namespace, console: Console) -> int:
+    """Render each attack's test-time trigger on clean test images into one PNG."""
+    from .config import parse_set
+    from .preview import save_preview
+    from .registry import registries
+    from .suite import load_suite
+
+    suite = load_suite(args.suite, parse_set(args.overrides))
+    attacks_reg, defenses_reg = registries(args.plugins)
+    _check_method_sections(suite, attacks_reg, defenses_reg)
+    attacks = attacks_reg.resolve(args.attack)
+    out = Path(args.out)
+    if out.suffix.lower() != ".png":
+        raise UsageError(f"--out {str(out)!r} must end in .png; e.g. --out triggers.png")
+    try:
+        path = save_preview(attacks, out, suite=suite, seed=args.seed, registry=attacks_reg)
+    except OSError as exc:
+        raise UsageError(f"cannot write the preview to {str(out)!r} ({exc.strerror or exc}); choose another --out") from None
+    console.print(str(path), highlight=False, soft_wrap=True)
+    return 0
+
+
+def _check_method_sections(suite, attacks_reg, defenses_reg) -> None:
+    """``attacks.<name>`` / ``defenses.<name>`` settings must name known methods."""
+    import difflib
+
+    from .config import ConfigError
+
+    for section, reg in (("attacks", attacks_reg), ("defenses", defenses_reg)):
+        for name in getattr(suite, section) or {}:
+            if name not in reg:
+                close = difflib.get_close_matches(name, reg.names(), n=1, cutoff=0.5)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise ConfigError(f"{section}.{name}: no {reg.kind} is called {name!r}; {hint}"
+                                  f"choose from {', '.join(reg.names())} (or load it with --plugin)")
+
+
+def cmd_list(args: argparse.Namespace, console: Console) -> int:
+    from rich.markup import escape
+
+    from .registry import DISABLE_ENV, plugins_disabled, registries
+
+    if plugins_disabled():
+        console.print(f"(installed plugins are not loaded: {DISABLE_ENV} is set)")
+    for reg in registries(args.plugins):
         reg.try_load_all()
         table = Table(title=f"{reg.kind}s")
         for col in ("name", "source", "paper / status"):
             table.add_column(col)
         for e in reg.entries():
-            status = f"[red]{e.error}[/]" if e.error else getattr(e.loaded, "paper", "")
+            status = f"[red]{escape(e.error)}[/]" if e.error else escape(getattr(e.loaded, "paper", ""))
             if e.conflicts:
-                status = f"[red]conflict: also {', '.join(e.conflicts)}[/]"
-            table.add_row(e.name, e.source, status)
+                status = f"[red]conflict: {escape(e.target)} ({escape(e.source)}) and {escape(', '.join(e.conflicts))}[/]"
+            table.add_row(e.name, escape(e.source), status)
         console.print(table)
+        for problem in reg.problems:
+            console.print(f"[red]{reg.kind} plugin problem:[/] {problem}", highlight=False)
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from .config import ConfigError
+    from .lock import LockedError
     from .registry import RegistryError
 
     args = _parser().parse_args(argv)
+    previous_sigterm = _terminate_as_interrupt()
     console = Console()
     err = Console(stderr=True)
     try:
-        return {"run": cmd_run, "list": cmd_list}[args.command](args, console)
+        return {"run": cmd_run, "list": cmd_list, "leaderboard": cmd_leaderboard,
+                "preview": cmd_preview}[args.command](args, console)
     except (UsageError, ConfigError, RegistryError) as exc:
         if args.debug:
             raise
         err.print(f"clipbench: error: {exc}", highlight=False, markup=False, soft_wrap=True)
         return EXIT_USAGE
-    except KeyboardInterrupt:
+    except LockedError as exc:
+        err.print(f"clipbench: error: {exc}", highlight=False, markup=False, soft_wrap=True)
+        return EXIT_LOCKED
+    except KeyboardInterrupt as exc:
         err.print("clipbench: interrupted; finished results are kept, rerun to resume", highlight=False)
-        return 130
+        return 128 + getattr(exc, "signum", signal.SIGINT)
+    finally:
+        lock = getattr(args, "_lock", None)
+        if lock is not None:
+            lock.release()
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
 
 
 def entry() -> None:

@@ -66,10 +66,15 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         inner = args[0] if args else Any
         items = [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
-    if origin is dict:
+    if origin is dict or tp is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{key}: expected a mapping (key: value), got {value!r}")
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is not Any:  # e.g. attacks: dict[str, dict]: each value a mapping too
+            return {k: _coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
         return dict(value)
+    if tp is list and not isinstance(value, list):
+        raise ConfigError(f"{key}: expected a list, got {value!r}")
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")

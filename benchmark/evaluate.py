@@ -110,6 +110,8 @@ def evaluate(model: ClipModel, test: TensorPairs, class_names: Sequence[str], te
     """CA on ``test``; with ``trigger`` and ``target``, also ASR, ASR@k and RA."""
     cfg = config or EvalConfig()
     weights = zero_shot_weights(model, class_names, templates)
+    if not isinstance(test, TensorPairs):  # external data: one streamed pass, decoding in DataLoader workers
+        return _evaluate_streamed(model, test, weights, trigger, target, cfg)
     labels = test.labels
     clean_logits = logits(model, test.images, weights, cfg.batch_size)
     if trigger is None or target is None:
@@ -117,6 +119,39 @@ def evaluate(model: ClipModel, test: TensorPairs, class_names: Sequence[str], te
     keep = labels != target  # ASR excludes images whose true class is the target
     trig_logits = logits(model, test.images[keep], weights, cfg.batch_size, trigger)
     return score(clean_logits, labels, trig_logits, labels[keep], target, cfg)
+
+
+@torch.no_grad()
+def _evaluate_streamed(model: ClipModel, test, weights: torch.Tensor, trigger, target: int | None,
+                       cfg: EvalConfig) -> Metrics:
+    """:func:`evaluate` for datasets too large for memory (ImageNet val): clean and triggered
+    logits from the same decoded batch, with the same uint8 quantisation of triggered images."""
+    from torch.utils.data import DataLoader
+
+    from .data.dataset import batch_collate
+
+    model.eval()
+    device = weights.device
+    loader = DataLoader(test, batch_size=cfg.batch_size, shuffle=False, collate_fn=batch_collate,
+                        num_workers=getattr(test, "num_workers", 0))
+    clean, trig, labels, trig_labels = [], [], [], []
+    for batch in loader:
+        x = batch.images
+        clean.append((model.encode_image(x.to(device)) @ weights.T).float().cpu())
+        labels.append(batch.labels)
+        if trigger is not None and target is not None:
+            keep = batch.labels != target
+            if bool(keep.any()):
+                xt = to_uint8(trigger(x[keep])).float().div_(255)
+                trig.append((model.encode_image(xt.to(device)) @ weights.T).float().cpu())
+                trig_labels.append(batch.labels[keep])
+    k = len(weights)
+    clean_logits = torch.cat(clean) if clean else torch.empty(0, k)
+    all_labels = torch.cat(labels) if labels else torch.empty(0, dtype=torch.long)
+    if trigger is None or target is None:
+        return score(clean_logits, all_labels, config=cfg)
+    return score(clean_logits, all_labels, torch.cat(trig) if trig else torch.empty(0, k),
+                 torch.cat(trig_labels) if trig_labels else torch.empty(0, dtype=torch.long), target, cfg)
 
 
 def der(asr_bd: float, asr_def: float, ca_bd: float, ca_def: float) -> float:

@@ -55,6 +55,22 @@ class StepContext:
     generator: torch.Generator  # seeded, for per-step randomness (augmentations)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
+    def all_gather(self, x: torch.Tensor) -> torch.Tensor:
+        """The rows of ``x`` from every data-parallel rank, with gradient (identity on one process).
+
+        Contrastive objectives gather their features before the loss so that a torchrun
+        job computes the global-batch loss (see :mod:`benchmark.distributed`).
+        """
+        from .distributed import gather_with_grad
+
+        return gather_with_grad(x)
+
+    def all_captions(self, captions: Sequence[str]) -> list[str]:
+        """The captions of the global batch, in the order of :meth:`all_gather`."""
+        from .distributed import gather_list
+
+        return gather_list(captions)
+
 
 @dataclass
 class LossOutput:
@@ -90,5 +106,6 @@ class ClipObjective(Objective):
 
     def __call__(self, model: "ClipModel", batch: "Batch", ctx: StepContext) -> LossOutput:
         img, txt = model(batch.images, batch.captions)
-        loss = clip_loss(img, txt, model.logit_scale.exp(), self.targets(batch.captions, img.device))
+        img, txt, captions = ctx.all_gather(img), ctx.all_gather(txt), ctx.all_captions(batch.captions)
+        loss = clip_loss(img, txt, model.logit_scale.exp(), self.targets(captions, img.device))
         return LossOutput(loss, {"clip": float(loss.detach())})

@@ -1,5 +1,11 @@
 """open_clip model factory: tiny embedded configs, pretrained tags, local checkpoints.
 
+``model.pretrained`` is ``None`` (random init), an open_clip tag (``openai``,
+``laion2b_s34b_b79k``: weights from the Hugging Face hub cache; with ``HF_HUB_OFFLINE=1``
+and no cached copy the error says what to download and where) or a local checkpoint
+file (``.safetensors``, or ``.pt``/``.pth``/``.bin`` read with
+``torch.load(weights_only=True)``: loading never executes code).
+
 ``create_model`` wraps :func:`open_clip.create_model_and_transforms`. The tiny configs in
 ``model_configs/`` (``clipbench-tiny-rn``: a 4.6M-parameter ModifiedResNet CLIP at
 32 px with a 2-layer text transformer and a 16-token context) are registered with
@@ -105,8 +111,135 @@ class ModelLoadError(RuntimeError):
     """A model or its weights could not be loaded; the message says what to fetch."""
 
 
+CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
+
+
+def is_checkpoint_path(pretrained: str | None) -> bool:
+    """True when ``model.pretrained`` names a local file rather than an open_clip tag."""
+    if not pretrained:
+        return False
+    return pretrained.endswith(CHECKPOINT_SUFFIXES) or "/" in pretrained or pretrained.startswith(("~", "."))
+
+
+def _hf_offline() -> bool:
+    import os
+
+    return any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def _cached_weights(cfg: dict) -> str | None:
+    """The local file of an open_clip pretrained config if it is already cached, else None."""
+    import os
+
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - huggingface_hub is an open_clip dependency
+        try_to_load_from_cache = None
+    hub = cfg.get("hf_hub", "")
+    if hub and try_to_load_from_cache is not None:
+        repo, filename = (hub[:-1], "") if hub.endswith("/") else os.path.split(hub)
+        names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+        if filename.endswith((".bin", ".pt")):
+            names.insert(0, filename.rsplit(".", 1)[0] + ".safetensors")
+        for name in names:
+            hit = try_to_load_from_cache(repo, name)
+            if isinstance(hit, str):
+                return hit
+    url = cfg.get("url", "")
+    if url:
+        local = os.path.join(os.path.expanduser("~/.cache/clip"), os.path.basename(url))
+        if os.path.isfile(local):
+            return local
+    return None
+
+
+def describe_download(arch: str, tag: str, cfg: dict) -> str:
+    """Where the weights of ``arch``/``tag`` come from and where open_clip expects them."""
+    hub = cfg.get("hf_hub", "")
+    parts = []
+    if hub:
+        repo = hub.rstrip("/") if hub.endswith("/") else hub.rsplit("/", 1)[0]
+        parts.append(f"`huggingface-cli download {repo}` on a machine with internet, then copy the hub cache "
+                     "(~/.cache/huggingface/hub, or $HF_HOME/hub) here")
+    parts.append("or save the weights as a .safetensors state dict and pass its path as model.pretrained")
+    return "; ".join(parts)
+
+
+def load_checkpoint_file(path: str) -> dict[str, torch.Tensor]:
+    """A state dict from a local checkpoint, loaded without executing code.
+
+    ``.safetensors`` files are read with safetensors; anything else with
+    ``torch.load(weights_only=True)``, which refuses pickled objects other than tensors
+    and plain containers (a malicious pickle raises instead of running). Nested
+    ``{"state_dict": ...}`` checkpoints (CleanCLIP's format) and ``module.`` / ``clip.``
+    key prefixes (DDP, clipbench's own cache) are unwrapped.
+    """
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise ModelLoadError(f"model.pretrained={path!r}: no such checkpoint file; give an existing .safetensors/.pt "
+                             "path or an open_clip tag such as 'openai'")
+    try:
+        if file.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(file))
+        else:
+            state = torch.load(str(file), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - UnpicklingError, SafetensorError, EOFError, RuntimeError, ...
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"checkpoint {str(file)!r} cannot be loaded safely ({first}); it is truncated, corrupt or "
+                             "holds pickled code. Re-export it as safetensors or a plain state dict") from None
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelLoadError(f"checkpoint {str(file)!r} is not a state dict of tensors; save model.state_dict()")
+    out = {}
+    for k, v in state.items():
+        for prefix in ("module.", "clip."):
+            if k.startswith(prefix):
+                k = k[len(prefix):]
+        out[k] = v
+    return out
+
+
+def input_spec(config: ModelConfig) -> dict:
+    """The model's input preprocessing, without building the model (offline, cheap).
+
+    Returns ``image_size``, ``mean``, ``std``, ``interpolation`` and ``resize_mode`` from
+    the architecture config and the pretrained tag's config (open_clip's defaults
+    otherwise: OpenAI mean/std, bicubic, resize the shortest side then centre-crop).
+    """
+    import open_clip
+
+    _register_configs()
+    cfg = open_clip.get_model_config(config.arch)
+    if cfg is None:
+        import difflib
+
+        close = difflib.get_close_matches(config.arch, open_clip.list_models(), n=3)
+        raise ModelLoadError(f"unknown model.arch {config.arch!r}; did you mean {', '.join(close) or 'RN50'}? "
+                             "See open_clip.list_models()")
+    size = cfg["vision_cfg"].get("image_size", 224)
+    size = size[0] if isinstance(size, (tuple, list)) else size
+    pre = {}
+    if config.pretrained and not is_checkpoint_path(config.pretrained):
+        pre = open_clip.get_pretrained_cfg(config.arch, config.pretrained) or {}
+    return {"image_size": int(size),
+            "mean": tuple(pre.get("mean") or open_clip.OPENAI_DATASET_MEAN),
+            "std": tuple(pre.get("std") or open_clip.OPENAI_DATASET_STD),
+            "interpolation": pre.get("interpolation") or "bicubic",
+            "resize_mode": pre.get("resize_mode") or "shortest"}
+
+
 def create_model(config: ModelConfig, device: str | torch.device = "cpu", seed: int | None = None) -> ClipModel:
-    """Build (and if asked, load) the CLIP described by ``config``."""
+    """Build (and if asked, load) the CLIP described by ``config``.
+
+    ``config.pretrained`` is ``None`` (random init from ``seed``), an open_clip tag
+    (weights from the Hugging Face hub cache; with no internet and no cached copy a
+    :class:`ModelLoadError` names what to download and where), or a local checkpoint.
+    """
     import open_clip
 
     _register_configs()
@@ -119,6 +252,19 @@ def create_model(config: ModelConfig, device: str | torch.device = "cpu", seed: 
     if seed is not None:
         torch.manual_seed(seed)
     pretrained = config.pretrained
+    local_state = None
+    if is_checkpoint_path(pretrained):
+        local_state = load_checkpoint_file(pretrained)  # before building: a bad file fails fast
+        pretrained = None
+    elif pretrained is not None:
+        cfg = open_clip.get_pretrained_cfg(config.arch, pretrained)
+        if not cfg:
+            tags = open_clip.list_pretrained_tags_by_model(config.arch)
+            raise ModelLoadError(f"model.pretrained={pretrained!r} is not a tag of {config.arch}; choose one of "
+                                 f"{', '.join(tags) or '(none: train from scratch with pretrained: null)'} or a checkpoint path")
+        if _hf_offline() and _cached_weights(cfg) is None:
+            raise ModelLoadError(f"weights {config.arch}/{pretrained} are not cached and the hub is offline "
+                                 f"(HF_HUB_OFFLINE=1): {describe_download(config.arch, pretrained, cfg)}")
     logger = logging.getLogger()
     level = logger.level
     if pretrained is None:  # open_clip warns that no weights were loaded: that is the point
@@ -126,13 +272,25 @@ def create_model(config: ModelConfig, device: str | torch.device = "cpu", seed: 
     try:
         clip, _, preprocess = open_clip.create_model_and_transforms(config.arch, pretrained=pretrained, device=device,
                                                                     weights_only=True)
-    except RuntimeError as exc:
+    except (RuntimeError, OSError, FileNotFoundError, ValueError) as exc:
+        cfg = open_clip.get_pretrained_cfg(config.arch, pretrained or "") or {}
         raise ModelLoadError(
-            f"could not load pretrained weights {pretrained!r} for {config.arch}: {exc}. With no internet, download "
-            "them elsewhere (open_clip caches under ~/.cache/huggingface) or pass a local checkpoint path as model.pretrained"
+            f"could not load pretrained weights {pretrained!r} for {config.arch} ({str(exc).splitlines()[0] if str(exc) else exc!r}); "
+            f"with no internet: {describe_download(config.arch, pretrained or '', cfg)}"
         ) from exc
     finally:
         logger.setLevel(level)
+    if local_state is not None:
+        try:
+            missing, unexpected = clip.load_state_dict(local_state, strict=False)
+        except RuntimeError as exc:  # shape mismatches
+            first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+            raise ModelLoadError(f"checkpoint {config.pretrained!r} does not match {config.arch} ({first}); "
+                                 "check model.arch") from None
+        if missing or unexpected:
+            raise ModelLoadError(f"checkpoint {config.pretrained!r} does not match {config.arch}: {len(missing)} missing "
+                                 f"keys (e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]}); "
+                                 "check model.arch")
     tokenizer = open_clip.get_tokenizer(config.arch, context_length=config.context_length)
     mean = getattr(clip.visual, "image_mean", None) or open_clip.OPENAI_DATASET_MEAN
     std = getattr(clip.visual, "image_std", None) or open_clip.OPENAI_DATASET_STD

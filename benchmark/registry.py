@@ -1,33 +1,68 @@
-"""Lazy registries of attacks and defenses.
+"""Lazy registries of attacks and defenses, and plugin loading.
 
 A registry maps a snake_case name to an import string ``"module:Class"``; the class is
 imported on first use (lm-evaluation-harness style), so ``clipbench list`` never imports
-torch-heavy method code. Names come from three places, in this order:
+torch-heavy method code it does not need. Names come from three places, in this order:
 
-1. the built-in table (``attacks.BUILTIN`` / ``defenses.BUILTIN``), import-light;
+1. the built-in table (``attacks.BUILTIN`` / ``defenses.BUILTIN``), import-light (the
+   entry points of an editable install are frozen at install time, so built-ins do not
+   go through them);
 2. installed plugins, through the entry-point groups ``clipbench.attacks`` and
-   ``clipbench.defenses`` (unless ``CLIPBENCH_DISABLE_PLUGINS=1``);
-3. explicit registrations (``Registry.register`` or ``--plugin module:Class``).
+   ``clipbench.defenses`` (skipped when ``CLIPBENCH_DISABLE_PLUGINS=1``);
+3. explicit registrations: ``--plugin module:Class``, ``--plugin path/to/file.py`` (every
+   Attack/Defense subclass the file defines, under its ``name``), or
+   :meth:`Registry.register` from a notebook or a test.
 
-A name claimed twice is a conflict: it is reported, never silently shadowed.
+Rules:
+
+- A name claimed twice (by different classes) is a *conflict*: it is listed as such and
+  selecting it fails with both sources named; nothing is silently shadowed.
+- A plugin that fails to import (or is not a subclass of the right base, or declares
+  another ``name`` than its entry point) is listed with its error and fails only when
+  selected: one broken package never breaks the other methods.
+- Names are lowercase snake_case and equal the class's ``name``, the entry-point name
+  and the result path segment; ``all`` is reserved by the CLI.
+
+The *source* string of an entry is part of the result-file contract (``attack.source`` /
+``defense.source``): ``"builtin"``; ``"plugin <distribution> <version>"`` for an installed
+package; ``"local <path.py>"`` or ``"local <module:Class>"`` for ``--plugin``. Anything
+but ``"builtin"`` is a plugin (see :func:`is_plugin`); the leaderboard marks those.
 """
 from __future__ import annotations
 
 import difflib
+import hashlib
 import importlib
 import importlib.metadata
+import importlib.util
 import os
+import re
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Generic, Iterable, TypeVar
 
 T = TypeVar("T")
 
 DISABLE_ENV = "CLIPBENCH_DISABLE_PLUGINS"
 RESERVED = frozenset({"all"})
+NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+ATTACK_GROUP = "clipbench.attacks"
+DEFENSE_GROUP = "clipbench.defenses"
 
 
 class RegistryError(LookupError):
     """An unknown, broken or conflicting method name; the message says the fix."""
+
+
+def plugins_disabled() -> bool:
+    """True when ``CLIPBENCH_DISABLE_PLUGINS`` is set to 1/true/yes."""
+    return os.environ.get(DISABLE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def is_plugin(source: str) -> bool:
+    """Whether a result's ``source`` string denotes a third-party (non built-in) method."""
+    return source != "builtin"
 
 
 @dataclass
@@ -36,10 +71,11 @@ class Entry:
 
     name: str
     target: str  # "module:Class"
-    source: str  # "builtin", "plugin <dist> <version>", or "explicit"
+    source: str  # "builtin", "plugin <dist> <version>" or "local <spec>"
     loaded: Any = None
     error: str | None = None
     conflicts: list[str] = field(default_factory=list)
+    fingerprint: str | None = None  # for local files: sha256 of the code (goes into cache keys)
 
     @property
     def is_builtin(self) -> bool:
@@ -52,10 +88,13 @@ def import_target(target: str) -> Any:
     if not sep or not module_name or not attr:
         raise RegistryError(f"bad import string {target!r}: expected 'module:Class'")
     module = importlib.import_module(module_name)
+    obj: Any = module
     try:
-        return getattr(module, attr)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
     except AttributeError:
         raise RegistryError(f"{module_name!r} has no attribute {attr!r} (from {target!r})") from None
+    return obj
 
 
 class Registry(Generic[T]):
@@ -66,34 +105,49 @@ class Registry(Generic[T]):
         self.group = group
         self.base = base
         self._entries: dict[str, Entry] = {}
+        self.problems: list[str] = []  # plugins that could not even be registered (bad names, broken metadata)
         for name, target in builtin.items():
+            if name in RESERVED or not NAME_RE.match(name):
+                raise RegistryError(f"{kind} name {name!r} is reserved by the CLI or not snake_case; rename it")
             self._add(Entry(name, target, "builtin"))
-        if group and os.environ.get(DISABLE_ENV, "") not in ("1", "true", "yes"):
+        if group and not plugins_disabled():
             self._discover(group)
 
     # -- building -------------------------------------------------------------------
     def _add(self, entry: Entry) -> None:
-        if entry.name in RESERVED:
-            raise RegistryError(f"{self.kind} name {entry.name!r} is reserved by the CLI; rename it")
+        if entry.name in RESERVED or not NAME_RE.match(entry.name):
+            raise RegistryError(f"{self.kind} name {entry.name!r} from {entry.source} is "
+                                f"{'reserved by the CLI' if entry.name in RESERVED else 'not lowercase snake_case'}; rename it")
         existing = self._entries.get(entry.name)
         if existing is None:
             self._entries[entry.name] = entry
-        elif existing.target != entry.target:
-            existing.conflicts.append(f"{entry.target} ({entry.source})")
+        elif existing.target != entry.target or (existing.loaded is not None and entry.loaded is not None
+                                                  and existing.loaded is not entry.loaded):
+            label = f"{entry.target} ({entry.source})"
+            if label not in existing.conflicts:
+                existing.conflicts.append(label)
 
     def _discover(self, group: str) -> None:
-        for ep in importlib.metadata.entry_points(group=group):
+        try:
+            eps = importlib.metadata.entry_points(group=group)
+        except Exception as exc:  # broken metadata of some distribution: report, keep the built-ins
+            self.problems.append(f"entry points of group {group!r} could not be read: {type(exc).__name__}: {exc}")
+            return
+        for ep in eps:
             dist = getattr(ep, "dist", None)
-            source = f"plugin {dist.name} {dist.version}" if dist else "plugin"
-            self._add(Entry(ep.name, ep.value, source))
+            source = f"plugin {dist.name} {dist.version}" if dist is not None else "plugin (unknown distribution)"
+            try:
+                self._add(Entry(ep.name, ep.value, source))
+            except RegistryError as exc:  # a bad name: listed as a problem, never fatal
+                self.problems.append(str(exc))
 
-    def register(self, name: str, target: str | type, source: str = "explicit") -> None:
+    def register(self, name: str, target: str | type, source: str = "local", fingerprint: str | None = None) -> None:
         """Add a method by import string or class (``--plugin``, tests, notebooks)."""
         if isinstance(target, str):
-            self._add(Entry(name, target, source))
+            self._add(Entry(name, target, source, fingerprint=fingerprint))
         else:
-            entry = Entry(name, f"{target.__module__}:{target.__qualname__}", source, loaded=target)
-            self._add(entry)
+            self._add(Entry(name, f"{target.__module__}:{target.__qualname__}", source, loaded=target,
+                            fingerprint=fingerprint))
 
     # -- reading --------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -122,31 +176,56 @@ class Registry(Generic[T]):
         if entry.conflicts:
             raise RegistryError(
                 f"{self.kind} {name!r} is defined twice: {entry.target} ({entry.source}) and "
-                f"{', '.join(entry.conflicts)}; uninstall or rename one of them"
+                f"{', '.join(entry.conflicts)}; uninstall or rename one of them, or set {DISABLE_ENV}=1"
             )
         if entry.loaded is None:
             try:
-                entry.loaded = import_target(entry.target)
+                loaded = import_target(entry.target)
             except Exception as exc:  # a broken plugin fails only when selected
                 entry.error = f"{type(exc).__name__}: {exc}"
                 raise RegistryError(
                     f"{self.kind} {name!r} ({entry.source}) failed to import from {entry.target}: "
                     f"{entry.error}; fix or uninstall that package, or set {DISABLE_ENV}=1"
                 ) from exc
-            if self.base is not None and not (isinstance(entry.loaded, type) and issubclass(entry.loaded, self.base)):
-                entry.error = f"{entry.target} is not a subclass of {self.base.__name__}"
-                loaded, entry.loaded = entry.loaded, None
-                raise RegistryError(f"{self.kind} {name!r}: {entry.error} (got {loaded!r})")
+            self._check_class(entry, loaded)
+            entry.loaded = loaded
         return entry.loaded
+
+    def _check_class(self, entry: Entry, loaded: Any) -> None:
+        if self.base is not None and not (isinstance(loaded, type) and issubclass(loaded, self.base)):
+            entry.error = f"{entry.target} is not a subclass of {self.base.__name__}"
+            raise RegistryError(f"{self.kind} {entry.name!r} ({entry.source}): {entry.error} (got {loaded!r}); "
+                                f"derive it from benchmark.{self.base.__name__}")
+        declared = getattr(loaded, "name", entry.name)
+        if declared != entry.name:
+            entry.error = f"{entry.target} declares name {declared!r} but is registered as {entry.name!r}"
+            raise RegistryError(f"{self.kind} {entry.name!r} ({entry.source}): {entry.error}; make the class's "
+                                "`name` and the entry-point name equal")
 
     def try_load_all(self) -> None:
         """Import every entry, recording (not raising) errors: for ``clipbench list``."""
         for name in self.names():
+            if self._entries[name].conflicts:
+                continue
             try:
                 self.get(name)
             except RegistryError as exc:
                 if self._entries[name].error is None:
                     self._entries[name].error = str(exc)
+
+    def identity(self, name: str) -> dict[str, str]:
+        """What, besides name/version/config, identifies the method's code in cache keys.
+
+        Empty for built-ins (their ``version`` class attribute covers code changes, and
+        existing caches stay valid); the distribution and version for installed plugins;
+        the SHA-256 of the file for ``--plugin file.py`` (editing it invalidates the cache).
+        """
+        entry = self.entry(name)
+        if entry.is_builtin:
+            return {}
+        if entry.fingerprint:
+            return {"source": entry.fingerprint}
+        return {"source": entry.source}
 
     def resolve(self, spec: str | Iterable[str]) -> list[str]:
         """Expand ``"all"`` or a comma list into known names; unknown names raise."""
@@ -154,20 +233,122 @@ class Registry(Generic[T]):
         items = [s.strip() for s in items if s.strip()]
         if items == ["all"]:
             return self.names()
+        if not items:
+            raise RegistryError(f"no {self.kind} given: name one or more, comma-separated, or 'all'")
         for name in items:
             self.entry(name)
         return list(dict.fromkeys(items))
 
 
-def attack_registry() -> "Registry":
-    """A fresh registry of attacks (built-ins plus installed plugins)."""
+def attack_registry(plugins: Iterable[str] = ()) -> "Registry":
+    """A fresh registry of attacks (built-ins, installed plugins, then ``plugins`` specs)."""
     from .api import Attack
 
-    return Registry("attack", importlib.import_module("attacks").BUILTIN, "clipbench.attacks", Attack)
+    reg = Registry("attack", importlib.import_module("attacks").BUILTIN, ATTACK_GROUP, Attack)
+    if plugins:
+        load_plugins(plugins, attacks=reg)
+    return reg
 
 
-def defense_registry() -> "Registry":
-    """A fresh registry of defenses (built-ins plus installed plugins)."""
+def defense_registry(plugins: Iterable[str] = ()) -> "Registry":
+    """A fresh registry of defenses (built-ins, installed plugins, then ``plugins`` specs)."""
     from .api import Defense
 
-    return Registry("defense", importlib.import_module("defenses").BUILTIN, "clipbench.defenses", Defense)
+    reg = Registry("defense", importlib.import_module("defenses").BUILTIN, DEFENSE_GROUP, Defense)
+    if plugins:
+        load_plugins(plugins, defenses=reg)
+    return reg
+
+
+def registries(plugins: Iterable[str] = ()) -> tuple["Registry", "Registry"]:
+    """The attack and defense registries with the ``--plugin`` specs loaded into both."""
+    attacks, defenses = attack_registry(), defense_registry()
+    load_plugins(plugins, attacks=attacks, defenses=defenses)
+    return attacks, defenses
+
+
+# ------------------------------------------------------------------ --plugin loading
+def _load_file(path: Path) -> Any:
+    """Import a ``.py`` file as a uniquely named module (registered in ``sys.modules``)."""
+    code = path.read_bytes()
+    digest = hashlib.sha256(code).hexdigest()
+    module_name = f"clipbench_local_{re.sub(r'[^0-9a-zA-Z_]', '_', path.stem)}_{digest[:12]}"
+    if module_name in sys.modules:
+        return sys.modules[module_name], digest
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise RegistryError(f"--plugin {str(path)!r} cannot be imported as a Python module; give a .py file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # dataclasses and pickling look classes up there
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(module_name, None)
+        raise
+    return module, digest
+
+
+def _source_digest(cls: type) -> str | None:
+    """``local sha256:<hex>`` of the file defining ``cls`` (None when it has no file)."""
+    import inspect
+
+    try:
+        source_file = inspect.getsourcefile(cls)
+        return f"local sha256:{hashlib.sha256(Path(source_file).read_bytes()).hexdigest()}" if source_file else None
+    except (OSError, TypeError):
+        return None
+
+
+def load_plugins(specs: Iterable[str], attacks: Registry | None = None, defenses: Registry | None = None) -> list[str]:
+    """Register the methods named by ``--plugin`` specs; return ``"kind name"`` labels.
+
+    A spec is ``module:Class`` (an Attack or Defense subclass, registered under its
+    ``name``) or a path to a ``.py`` file (every Attack/Defense subclass *defined* in it).
+    An explicit plugin that cannot be loaded is bad input: a one-line RegistryError.
+    """
+    from .api import Attack, Defense
+
+    added: list[str] = []
+
+    def add(cls: type, source: str, fingerprint: str | None) -> None:
+        reg, kind = (attacks, "attack") if issubclass(cls, Attack) else (defenses, "defense")
+        name = getattr(cls, "name", "")
+        if not name:
+            raise RegistryError(f"--plugin {source.removeprefix('local ')}: {cls.__qualname__} has no `name`; "
+                                "set a class attribute name = 'snake_case_name'")
+        if reg is not None:
+            reg.register(name, cls, source=source, fingerprint=fingerprint)
+        added.append(f"{kind} {name}")
+
+    for spec in specs:
+        spec = spec.strip()
+        path = Path(spec).expanduser()
+        if spec.endswith(".py") or path.is_file():
+            if not path.is_file():
+                raise RegistryError(f"--plugin {spec!r}: no such file; give a path to a .py file or module:Class")
+            try:
+                module, digest = _load_file(path)
+            except RegistryError:
+                raise
+            except Exception as exc:
+                raise RegistryError(f"--plugin {spec!r} failed to import: {type(exc).__name__}: {exc}; fix the file") from exc
+            classes = [obj for obj in vars(module).values()
+                       if isinstance(obj, type) and issubclass(obj, (Attack, Defense)) and obj not in (Attack, Defense)
+                       and obj.__module__ == module.__name__]
+            if not classes:
+                raise RegistryError(f"--plugin {spec!r} defines no subclass of benchmark.Attack or benchmark.Defense")
+            for cls in classes:
+                add(cls, f"local {path}", f"local sha256:{digest}")
+        elif ":" in spec:
+            try:
+                obj = import_target(spec)
+            except RegistryError:
+                raise
+            except Exception as exc:
+                raise RegistryError(f"--plugin {spec!r} failed to import: {type(exc).__name__}: {exc}") from exc
+            if not (isinstance(obj, type) and issubclass(obj, (Attack, Defense))):
+                raise RegistryError(f"--plugin {spec!r} is not a subclass of benchmark.Attack or benchmark.Defense")
+            add(obj, f"local {spec}", _source_digest(obj))
+        else:
+            raise RegistryError(f"--plugin {spec!r}: expected module:Class or a path to a .py file")
+    return added

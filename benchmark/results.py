@@ -6,7 +6,7 @@ display. Schema (version 1)::
 
     schema_version, status ("ok" | "failed"), suite, seed,
     model {arch, pretrained},
-    attack {name, source, config}, defense {name, source, stage, config},
+    attack {name, source, config, family}, defense {name, source, stage, config},
     metrics {clean_accuracy, asr, ra, asr_at_k{k: frac}, intervals{name: [lo, hi]}, counts},
     baseline  (the undefended model on the same poisoned set: same metric keys),
     clean_model {clean_accuracy, asr, ...}  (the clean pre-trained model, trigger applied),
@@ -67,4 +67,30 @@ def to_frame(results: Iterable[dict[str, Any]]):
             "baseline_ca": b.get("clean_accuracy"), "baseline_asr": b.get("asr"),
             "clean_model_asr": (r.get("clean_model") or {}).get("asr"), "der": r.get("der"),
         })
+    return pd.DataFrame(rows)
+
+
+def aggregate_seeds(frame, metrics: tuple[str, ...] = ("ca", "asr", "ra", "der"), confidence: float = 0.95):
+    """Across seeds, per (suite, attack, defense): ``n``, and per metric mean, sample std
+    (ddof=1) and a Student-t ``confidence`` interval of the mean, clipped to [0, 1] (NaN
+    with one seed).
+
+    Only ``ok`` cells count. ``frame`` is :func:`to_frame`'s output.
+    """
+    import numpy as np
+    import pandas as pd
+    from scipy import stats
+
+    ok = frame[frame.status == "ok"]
+    rows = []
+    for (suite, attack, defense), g in ok.groupby(["suite", "attack", "defense"], sort=False, dropna=False):
+        row: dict[str, Any] = {"suite": suite, "attack": attack, "defense": defense, "n": int(g.seed.nunique())}
+        for m in metrics:
+            v = g[m].dropna().astype(float).to_numpy()
+            mean = float(v.mean()) if len(v) else float("nan")
+            std = float(v.std(ddof=1)) if len(v) > 1 else float("nan")
+            half = float(stats.t.ppf(0.5 + confidence / 2, len(v) - 1) * std / np.sqrt(len(v))) if len(v) > 1 else float("nan")
+            lo, hi = max(0.0, mean - half), min(1.0, mean + half)  # rates and DER live in [0, 1]
+            row.update({f"{m}_mean": mean, f"{m}_std": std, f"{m}_ci_low": lo, f"{m}_ci_high": hi})
+        rows.append(row)
     return pd.DataFrame(rows)

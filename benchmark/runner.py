@@ -7,6 +7,7 @@ that raises fails only the cells that depend on it; the rest of the matrix conti
 from __future__ import annotations
 
 import datetime as _dt
+import heapq
 import platform
 import subprocess
 import traceback
@@ -18,7 +19,7 @@ from . import __version__
 from .cache import Cache
 from .config import config_hash, to_dict
 from .evaluate import der
-from .plan import Cell, Plan
+from .plan import Cell, Node, Plan
 from .results import SCHEMA_VERSION, read_result, write_result
 from .stages import StageExecutor
 
@@ -61,6 +62,14 @@ def _metrics_block(m: dict[str, Any]) -> dict[str, Any]:
     return {k: m[k] for k in ("clean_accuracy", "asr", "ra", "asr_at_k", "intervals", "counts")}
 
 
+def _attack_family(executor: StageExecutor, name: str) -> str | None:
+    """The attack class's ``family`` (patch, blend, warp, ...), for the leaderboard's filter."""
+    try:
+        return getattr(executor.attacks.get(name), "family", None)
+    except Exception:  # a method that fails to import already failed its cell
+        return None
+
+
 def assemble(cell: Cell, plan: Plan, executor: StageExecutor, error: BaseException | None = None,
              tb: str | None = None) -> dict[str, Any]:
     suite = plan.suite
@@ -68,7 +77,8 @@ def assemble(cell: Cell, plan: Plan, executor: StageExecutor, error: BaseExcepti
     result: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION, "status": "ok" if error is None else "failed", "suite": suite.name,
         "seed": cell.seed, "model": {"arch": suite.model.arch, "pretrained": suite.model.pretrained},
-        "attack": {"name": cell.attack, "source": cell.attack_source, "config": cell.attack_config},
+        "attack": {"name": cell.attack, "source": cell.attack_source, "config": cell.attack_config,
+                   "family": _attack_family(executor, cell.attack)},
         "defense": {"name": cell.defense, "source": cell.defense_source, "stage": cell.stage, "config": cell.defense_config},
         "config": config, "provenance": provenance(config_hash(config), cell.cell_key), "error": None,
     }
@@ -86,15 +96,42 @@ def assemble(cell: Cell, plan: Plan, executor: StageExecutor, error: BaseExcepti
     timings, cached = {}, {}
     kinds = {"pretrain": "model", "poison": "poison", "poison_train": "model", "defense": "model"}
     for stage, key in cell.stage_keys.items():
-        meta = executor.cache.meta(kinds[stage], key)
-        timings[stage] = round(meta["seconds"], 3)
+        meta = executor.cache.meta(kinds[stage], key)  # None: an upstream entry was removed (corrupt) after use
+        timings[stage] = round(meta["seconds"], 3) if meta else None
     timings["evaluate"] = round(executor.cache.meta("eval", cell.eval_key)["seconds"], 3)
     result["timings_s"] = timings
     return result
 
 
-def run_plan(plan: Plan, executor: StageExecutor) -> RunReport:
-    """Execute ``plan`` locally, in order, and write every cell's result file."""
+def _write(cell: Cell, plan: Plan, executor: StageExecutor, report: RunReport,
+           err: tuple[BaseException, str] | None) -> None:
+    result = assemble(cell, plan, executor, *(err or (None, None)))
+    if executor.dist is None or executor.dist.is_main:  # torchrun: rank 0 writes
+        write_result(cell.result_path, result)
+    report.results.append(result)
+    if err is not None:
+        report.failed.append(f"{cell.attack}/{cell.defense} seed={cell.seed}: {type(err[0]).__name__}: {err[0]}")
+
+
+def stage_threads(node: Node, cores: int, slots: int) -> int:
+    """Threads of a stage in a pool of ``slots`` workers, fixed by the node kind so that a rerun
+    computes the same numbers (float results depend on the thread count). Pre-training is
+    on every cell's critical path and runs before anything else is ready: all cores."""
+    return cores if node.kind == "pretrain" else max(1, cores // max(1, slots))
+
+
+def run_plan(plan: Plan, executor: StageExecutor, workers: Any = None, worker_spec: Any = None,
+             costs: dict[str, float | None] | None = None) -> RunReport:
+    """Execute the stages ``plan`` needs and write every cell's result file.
+
+    ``workers`` (see :mod:`benchmark.executors`; default: in this process) runs the stages;
+    the DAG stays here: a stage is submitted once its inputs are cached, the one with the
+    most expensive remaining path first (``costs``: estimated seconds per node). A cell's
+    result file is written (atomically) as soon as its evaluations exist, so a killed run
+    loses at most the stages in flight. A failing stage fails only the cells below it.
+    """
+    from .executors import LocalExecutor, Task, available_cores
+
     report = RunReport()
     todo = []
     for cell in plan.cells:
@@ -105,28 +142,153 @@ def run_plan(plan: Plan, executor: StageExecutor) -> RunReport:
         else:
             todo.append(cell)
     needed = plan.needed({k for c in todo for k in (c.eval_key, c.baseline_key, c.clean_key)})
+    pending = {n.key: n for n in needed if not executor.done(n)}
     failures: dict[str, tuple[BaseException, str]] = {}
-    for node in needed:
-        broken = next((failures[d] for d in node.deps if d in failures), None)
-        if broken is not None:
-            failures[node.key] = broken
-            continue
-        if executor.done(node):
-            continue
-        executor.reporter.log(f"[cyan]running[/] {node.label}")
-        try:
-            executor.run(node)
-            report.ran.append(node.label)
-        except KeyboardInterrupt:
-            raise
-        except Exception as exc:  # isolate: fail the dependent cells, continue the rest
-            failures[node.key] = (exc, traceback.format_exc())
-            executor.reporter.log(f"[red]failed[/] {node.label}: {type(exc).__name__}: {exc}")
-    for cell in todo:
-        err = next((failures[k] for k in (cell.eval_key, cell.baseline_key, cell.clean_key) if k in failures), None)
-        result = assemble(cell, plan, executor, *(err or (None, None)))
-        write_result(cell.result_path, result)
-        report.results.append(result)
-        if err is not None:
-            report.failed.append(f"{cell.attack}/{cell.defense} seed={cell.seed}: {type(err[0]).__name__}: {err[0]}")
+    waiting = list(todo)
+
+    def flush() -> None:  # write every cell whose evaluations are resolved
+        nonlocal waiting
+        still = []
+        for cell in waiting:
+            keys = (cell.eval_key, cell.baseline_key, cell.clean_key)
+            err = next((failures[k] for k in keys if k in failures), None)
+            if err is None and any(k in pending for k in keys):
+                still.append(cell)
+                continue
+            _write(cell, plan, executor, report, err)
+        waiting = still
+
+    children: dict[str, list[str]] = {k: [] for k in pending}
+    missing = {k: 0 for k in pending}
+    for key, node in pending.items():
+        for d in node.deps:
+            if d in pending:
+                children[d].append(key)
+                missing[key] += 1
+    costs = costs or {}
+    order = {k: i for i, k in enumerate(pending)}
+    rank: dict[str, float] = {}
+    for key in reversed(list(pending)):  # pending is topological: children come later
+        rank[key] = (costs.get(key) or 1.0) + max((rank[c] for c in children[key]), default=0.0)
+    pool = workers if workers is not None else LocalExecutor(executor)
+    if pool.slots == 1:  # one stage at a time: plan order (depth-first), so cells finish early and steadily
+        rank = {k: 0.0 for k in rank}
+    ready = [(-rank[k], order[k], k) for k in pending if missing[k] == 0]
+    heapq.heapify(ready)
+
+    cores = available_cores()
+    running: dict[Any, str] = {}
+    flush()
+    try:
+        while ready or running:
+            while ready and len(running) < pool.slots:
+                _, _, key = heapq.heappop(ready)
+                node = pending[key]
+                if len(running) or pool.slots > 1:
+                    executor.reporter.log(f"[cyan]started[/] {node.label}")
+                else:
+                    executor.reporter.log(f"[cyan]running[/] {node.label}")
+                running[pool.submit(Task(node, worker_spec, stage_threads(node, cores, pool.slots)))] = key
+            for handle, outcome in pool.wait(list(running)):
+                key = running.pop(handle)
+                node = pending[key]
+                if outcome.ok:
+                    report.ran.append(node.label)
+                    if pool.slots > 1:
+                        executor.reporter.log(f"[green]done[/] {node.label} ({outcome.seconds:.1f} s)")
+                    del pending[key]
+                    for child in children[key]:
+                        missing[child] -= 1
+                        if missing[child] == 0 and child not in failures:
+                            heapq.heappush(ready, (-rank[child], order[child], child))
+                else:
+                    err = (outcome.exception(), outcome.traceback or "")
+                    executor.reporter.log(f"[red]failed[/] {node.label}: {outcome.error_type}: {outcome.error}")
+                    stack = [key]
+                    while stack:  # the stage and everything below it
+                        k = stack.pop()
+                        if k not in failures:
+                            failures[k] = err
+                            stack.extend(children[k])
+                    for k in list(failures):
+                        pending.pop(k, None)
+                flush()
+    except BaseException:
+        close = getattr(pool, "abort", None) or pool.close
+        close()
+        raise
+    pool.close()
+    flush()
     return report
+
+
+@dataclass
+class PlanStatus:
+    """What a run of ``plan`` would do now."""
+
+    finished_cells: list[Cell]
+    todo_cells: list[Cell]
+    cached: list[Node]  # needed stages already in the cache
+    to_run: list[Node]  # needed stages to compute, in DAG order
+
+    @property
+    def width(self) -> int:
+        """How many stages to run could start at once at best (the widest DAG level)."""
+        level: dict[str, int] = {}
+        keys = {n.key for n in self.to_run}
+        for n in self.to_run:
+            level[n.key] = 1 + max((level[d] for d in n.deps if d in keys), default=0)
+        counts: dict[int, int] = {}
+        for v in level.values():
+            counts[v] = counts.get(v, 0) + 1
+        return max(counts.values(), default=0)
+
+
+def plan_status(plan: Plan, executor: StageExecutor) -> PlanStatus:
+    finished_cells, todo = [], []
+    for cell in plan.cells:
+        (finished_cells if finished(cell) is not None else todo).append(cell)
+    needed = plan.needed({k for c in todo for k in (c.eval_key, c.baseline_key, c.clean_key)})
+    cached, to_run = [], []
+    for node in needed:
+        (cached if executor.done(node) else to_run).append(node)
+    return PlanStatus(finished_cells, todo, cached, to_run)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def print_plan(plan: Plan, executor: StageExecutor, console: Any) -> PlanStatus:
+    """``clipbench run --dry-run``: stages to run, cache hits and the estimated cost."""
+    from rich.table import Table
+
+    from .cost import split_size
+    from .executors import available_cores
+    from .plan import estimate_cost
+
+    status = plan_status(plan, executor)
+    embedded = getattr(executor.data.config, "source", None) == "embedded"
+    costs = estimate_cost(plan, status.to_run, executor.cache.root,
+                          (lambda role: len(executor.split(role))) if embedded else
+                          (lambda role: split_size(plan.suite, role)))  # external: from limits, no data access
+    table = Table(title=f"plan: {len(plan.cells)} cell(s), {len(status.finished_cells)} already finished")
+    for col, just in (("stage", "left"), ("status", "left"), ("estimated", "right"), ("from", "left")):
+        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    for node in status.cached:
+        table.add_row(node.label, "[green]cached[/]", "", "")
+    for node in status.to_run:
+        s = costs.seconds.get(node.key)
+        table.add_row(node.label, "[yellow]to run[/]", _duration(s) if s is not None else "?", costs.source[node.key])
+    console.print(table)
+    total = costs.total()
+    hours = "GPU hours" if str(costs.device).startswith("cuda") else "CPU-core-set hours"
+    unknown = f" (+{costs.unknown()} stage(s) of unknown cost)" if costs.unknown() else ""
+    console.print(f"{len(status.to_run)} stage(s) to run, {len(status.cached)} cached; estimated {_duration(total)} "
+                  f"in one process{unknown} = {total / 3600:.2f} {hours}; critical path {_duration(costs.critical_path(plan))} "
+                  f"(the floor with enough workers; {available_cores()} core(s) here)", highlight=False)
+    return status

@@ -39,6 +39,7 @@ class StageExecutor:
     defenses: Registry
     device: torch.device
     reporter: Reporter = field(default_factory=lambda: Reporter(enabled=False))
+    dist: Any = None  # a benchmark.distributed.DistContext inside a torchrun job
     _splits: dict[str, TensorPairs] = field(default_factory=dict)
 
     # ---------------------------------------------------------------- inputs
@@ -59,8 +60,15 @@ class StageExecutor:
         return model.to(self.device).eval()
 
     def load_poisoned(self, key: str) -> PoisonedSet:
-        tensors = self.cache.tensors("poison", key, "data.safetensors")
         manifest = self.cache.json("poison", key, "manifest.json")
+        if manifest.get("storage") == "overlay":  # external data: poisoned samples over the clean source
+            from .data.overlay import apply_overlay
+
+            o = self.cache.tensors("poison", key, "overlay.safetensors")
+            data = apply_overlay(self.split("train"), o["indices"], o["images"],
+                                 self.cache.json("poison", key, "captions.json"), o["poisoned"])
+            return PoisonedSet(data, manifest)
+        tensors = self.cache.tensors("poison", key, "data.safetensors")
         captions = self.cache.json("poison", key, "captions.json")
         data = TensorPairs(tensors["images"], captions, tensors["labels"],
                            self.data.class_names, tensors["poisoned"].bool())
@@ -73,15 +81,26 @@ class StageExecutor:
         return {"pretrain": "model", "train": "model", "defend": "model", "poison": "poison", "evaluate": "eval"}[node.kind]
 
     def done(self, node: Node) -> bool:
+        if self.dist is not None:  # torchrun: rank 0's view of the cache decides, for every rank
+            return self.dist.broadcast_object(self.cache.has(self.kind_of(node), node.key) if self.dist.is_main else None)
         return self.cache.has(self.kind_of(node), node.key)
 
     # ----------------------------------------------------------------- stages
     def run(self, node: Node) -> None:
+        dist = self.dist
+        if dist is not None and not dist.is_main and node.kind in ("poison", "evaluate"):
+            dist.barrier()  # torchrun: rank 0 alone poisons and evaluates; the others wait for its artifact
+            return
         start = time.perf_counter()
-        files, extra = getattr(self, f"_run_{node.kind}")(node)
-        meta = {"label": node.label, "spec": node.spec, "deps": list(node.deps),
-                "seconds": time.perf_counter() - start, **extra}
-        self.cache.put(self.kind_of(node), node.key, files, meta)
+        try:
+            files, extra = getattr(self, f"_run_{node.kind}")(node)
+            meta = {"label": node.label, "spec": node.spec, "deps": list(node.deps),
+                    "seconds": time.perf_counter() - start, **extra}
+            if dist is None or dist.is_main:
+                self.cache.put(self.kind_of(node), node.key, files, meta)
+        finally:
+            if dist is not None:
+                dist.barrier()
 
     def _save_model(self, model: ClipModel, model_spec: dict, stats=None) -> tuple[dict, dict]:
         extra = {"model": model_spec}
@@ -106,7 +125,22 @@ class StageExecutor:
         reference = (lambda: self.load_model(node.deps[0])) if node.deps else None
         ctx = AttackContext(self.data.class_names, spec["target"], a["seed"], self.device, reference,
                             self.data.templates, self.reporter)
-        poisoned = attack.poison(self.split("train"), ctx)
+        clean = self.split("train")
+        if not isinstance(clean, TensorPairs):  # external data: store only the overlay (benchmark.data.overlay)
+            from .data.overlay import poison_overlay
+
+            manifest, o = poison_overlay(attack, clean, ctx)
+            manifest["data"] = {"role": "train", **spec["data"]}
+            if node.deps:
+                manifest["reference_model"] = {"cache_key": node.deps[0], "model": spec["model"]}
+            files = {"overlay.safetensors": {k: o[k] for k in ("indices", "images", "poisoned")},
+                     "captions.json": o["captions"], "manifest.json": manifest}
+            return files, {"num_poisoned": manifest["num_poisoned"]}
+        poisoned = attack.poison(clean, ctx)
+        # where the clean set and the reference model come from (benchmark.poison.regenerate)
+        poisoned.manifest["data"] = {"role": "train", **spec["data"]}
+        if node.deps:
+            poisoned.manifest["reference_model"] = {"cache_key": node.deps[0], "model": spec["model"]}
         d = poisoned.data
         files = {"data.safetensors": {"images": d.images, "labels": d.labels, "poisoned": d.poisoned.to(torch.uint8)},
                  "captions.json": d.captions, "manifest.json": poisoned.manifest}
@@ -122,7 +156,7 @@ class StageExecutor:
             d = spec["objective"]
             defense = make_method(self.defenses, d["name"], d["config"], d["seed"])
             objective = defense.objective(DefenseContext(self.data.class_names, d["seed"], device=self.device,
-                                                         reporter=self.reporter, stage_name=node.label))
+                                                         reporter=self.reporter, stage_name=node.label, train_data=data))
         stats = train(model, data, objective, from_dict(TrainConfig, spec["train"]), seed=spec["seed"],
                       device=self.device, stage=node.label, reporter=self.reporter)
         return self._save_model(model, self.model_spec_of(pre), stats)

@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 
 from .config import ConfigError, check, from_dict, merge, to_dict
+from .data.external import SplitSource
 from .evaluate import EvalConfig
 from .models import ModelConfig
 from .train import TrainConfig
@@ -24,9 +25,22 @@ SUITES_DIR = Path(__file__).parent / "suites"
 
 @dataclass
 class DataConfig:
-    """Where the splits come from. ``embedded``: the shipped Fashion-MNIST subset."""
+    """Where the splits come from.
 
-    source: Literal["embedded"] = "embedded"
+    ``embedded`` (default): the shipped Fashion-MNIST subset; its splits are named by
+    ``*_split`` and ``fraction`` subsamples them. ``external``: each role (``pretrain``,
+    ``train``, ``defense``, ``val``, ``test``) is a :class:`~benchmark.data.external.SplitSource`
+    (CSV, Hugging Face dataset, webdataset shards or class folders), images are decoded
+    and resized/cropped to the model's input size (``image_size`` overrides it) in
+    ``num_workers`` DataLoader workers for evaluation and poisoning (training uses the
+    stage's ``num_workers``). Zero-shot class names come from the test split, templates
+    from ``templates`` (``auto``: open_clip's 80 OpenAI ImageNet templates for
+    ``classes: imagenet1k``, CLIP's CIFAR templates for ``cifar10``/``cifar100``, else
+    ``a photo of a {}.``). ``pretrain`` may be omitted when the model is pretrained
+    (``pretrain: null`` in the suite); ``val`` is optional.
+    """
+
+    source: Literal["embedded", "external"] = "embedded"
     caption_seed: int = 0
     pretrain_split: str = "pretrain"
     train_split: str = "poison"
@@ -34,9 +48,44 @@ class DataConfig:
     val_split: str = "val"
     test_split: str = "test"
     fraction: float = 1.0  # class-balanced, seeded subsample of every split (tests, quick looks)
+    # external sources only (ignored, and kept out of cache keys, for embedded)
+    pretrain: SplitSource | None = None
+    train: SplitSource | None = None
+    defense: SplitSource | None = None
+    val: SplitSource | None = None
+    test: SplitSource | None = None
+    templates: str | list[str] = "auto"
+    image_size: int | None = None  # None: the model's input size
+    num_workers: int = 0
 
     def __post_init__(self) -> None:
         check(0 < self.fraction <= 1, "data.fraction", self.fraction, "use a fraction in (0, 1]")
+        check(self.num_workers >= 0, "data.num_workers", self.num_workers, "use 0 (decode in the main process) or more")
+        check(self.image_size is None or self.image_size >= 8, "data.image_size", self.image_size, "use null or >= 8 px")
+        if self.source == "external":
+            for role in ("train", "defense", "test"):
+                check(getattr(self, role) is not None, f"data.{role}", None,
+                      f"an external suite needs data.{role}: {{format: csv|hf|webdataset|imagefolder, path: ...}}")
+            check(self.test.classes is not None, "data.test.classes", None,
+                  "the zero-shot test split needs classes: imagenet1k, cifar10, folder, features or a list")
+        else:
+            for role in ("pretrain", "train", "defense", "val", "test"):
+                check(getattr(self, role) is None, f"data.{role}", "...", "split sources need data.source: external")
+
+
+@dataclass
+class CostConfig:
+    """Throughput assumptions for cost estimates (``clipbench run --dry-run``) before anything
+    was measured; measured stage times in the cache take precedence. ``device`` labels the
+    estimate (``cuda``: GPU hours)."""
+
+    train_samples_per_s: float | None = None
+    eval_samples_per_s: float | None = None
+    poison_seconds: float | None = None
+    device: str | None = None
+    #: samples per split role where the data config does not say (external data without ``limit``,
+    #: e.g. ``test: 50000`` for ImageNet val); read by :func:`benchmark.cost.split_size`
+    split_sizes: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -55,6 +104,7 @@ class SuiteConfig:
     defense_common: dict[str, Any] = field(default_factory=dict)
     defenses: dict[str, dict] = field(default_factory=dict)
     device: str = "auto"
+    cost: CostConfig = field(default_factory=CostConfig)
 
     def __post_init__(self) -> None:
         check(self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"), "device", self.device,

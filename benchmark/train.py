@@ -4,6 +4,13 @@ AdamW (decoupled weight decay, none on norm/bias/logit_scale parameters, as open
 does), linear warm-up then cosine decay, a learned logit scale clamped to ``ln(100)``
 after every step, seeded batch order, bf16 autocast on CUDA and fp32 on CPU, and a rich
 progress bar. A non-finite loss stops the run with the stage and step named.
+
+Devices. On CUDA, an in-memory dataset (:class:`~benchmark.data.dataset.TensorPairs`)
+whose images fit in a quarter of the free GPU memory is copied to the GPU once and
+batches are cut there; other datasets go through pinned memory with non-blocking
+copies. Inside a torchrun job (:mod:`benchmark.distributed`) every rank trains on its
+shard of each global batch, with the global-batch loss, global batch-norm statistics and
+averaged gradients: the loss trajectory is the single-process one up to float rounding.
 """
 from __future__ import annotations
 
@@ -14,8 +21,9 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from . import distributed as ddp
 from .config import check
-from .data.dataset import batch_collate
+from .data.dataset import TensorPairs, batch_collate
 from .losses import Objective, StepContext
 from .models import ClipModel
 from .progress import Reporter
@@ -57,6 +65,7 @@ class TrainStats:
     seconds: float = 0.0
     samples_per_s: float = 0.0
     loss_history: list[float] = field(default_factory=list)  # mean loss per epoch
+    step_losses: list[float] = field(default_factory=list)  # loss of every step (not stored in the cache)
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -93,11 +102,49 @@ def autocast_for(device: torch.device, precision: str):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16)
 
 
+def on_device(dataset: Dataset, device: torch.device, budget: float = 0.25) -> Dataset:
+    """``dataset`` with its images moved to ``device`` when it is in memory and fits.
+
+    Only for CUDA: the images (uint8) may take ``budget`` of the free GPU memory.
+    """
+    if device.type != "cuda" or not isinstance(dataset, TensorPairs) or dataset.images.device == device:
+        return dataset
+    try:
+        free, _ = torch.cuda.mem_get_info(device)
+    except RuntimeError:
+        return dataset
+    nbytes = dataset.images.numel() * dataset.images.element_size()
+    if nbytes > budget * free:
+        return dataset
+    import dataclasses
+
+    return dataclasses.replace(dataset, images=dataset.images.to(device, non_blocking=True))
+
+
 def make_loader(dataset: Dataset, cfg: TrainConfig, seed: int, device: torch.device, shuffle: bool = True, drop_last: bool = True) -> DataLoader:
+    """The seeded loader; inside a torchrun job, this rank's shard of the same global batches."""
     generator = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=cfg.batch_size, shuffle=shuffle, drop_last=drop_last and len(dataset) > cfg.batch_size,
-                      generator=generator, collate_fn=batch_collate, num_workers=cfg.num_workers,
-                      pin_memory=device.type == "cuda", persistent_workers=cfg.num_workers > 0)
+    drop = drop_last and len(dataset) > cfg.batch_size
+    resident = isinstance(dataset, TensorPairs) and dataset.images.device.type != "cpu"
+    common = dict(generator=generator, collate_fn=batch_collate, num_workers=0 if resident else cfg.num_workers,
+                  pin_memory=device.type == "cuda" and not resident,
+                  persistent_workers=cfg.num_workers > 0 and not resident)
+    if ddp.is_distributed():
+        from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler
+
+        world = ddp.world_size()
+        if cfg.batch_size % world:
+            from .config import ConfigError
+
+            raise ConfigError(f"batch_size={cfg.batch_size} is not divisible by the {world} torchrun processes; "
+                              "choose a batch size that is a multiple of --nproc_per_node")
+        base = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
+        batches = ddp.ShardedBatchSampler(BatchSampler(base, cfg.batch_size, drop), ddp.rank(), world)
+        return DataLoader(dataset, batch_sampler=batches, **common)
+    if isinstance(dataset, torch.utils.data.IterableDataset):  # streamed sources shuffle in their own seeded buffer
+        common.pop("generator")
+        return DataLoader(dataset, batch_size=cfg.batch_size, drop_last=drop, **common)
+    return DataLoader(dataset, batch_size=cfg.batch_size, shuffle=shuffle, drop_last=drop, **common)
 
 
 def train(model: ClipModel, dataset: Dataset, objective: Objective, cfg: TrainConfig, *, seed: int,
@@ -106,10 +153,16 @@ def train(model: ClipModel, dataset: Dataset, objective: Objective, cfg: TrainCo
     device = torch.device(device)
     torch.manual_seed(seed)
     model.to(device).train()
-    loader = make_loader(dataset, cfg, seed, device)
+    distributed = ddp.is_distributed()
+    switched = []
+    if distributed:
+        ddp.broadcast_parameters(model)
+        switched = ddp.use_global_batchnorm(model)
+    loader = make_loader(on_device(dataset, device), cfg, seed, device)
     steps_per_epoch = len(loader)
     total = steps_per_epoch * cfg.epochs
     optimizer = make_optimizer(model, cfg, device)
+    params = [p for p in model.parameters() if p.requires_grad]
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(cfg.warmup_steps, total))
     max_log_scale = math.log(cfg.max_logit_scale)
     ctx = StepContext(epoch=1, step=0, total_steps=total, generator=torch.Generator().manual_seed(seed + 1), device=device)
@@ -128,24 +181,29 @@ def train(model: ClipModel, dataset: Dataset, objective: Objective, cfg: TrainCo
                     out = objective(model, batch, ctx)
                 loss = out.loss
                 if not torch.isfinite(loss):
-                    raise NonFiniteLossError(f"non-finite loss ({float(loss)}) in stage {stage!r} at epoch {epoch}, step {ctx.step}; "
+                    raise NonFiniteLossError(f"non-finite loss ({float(loss.detach())}) in stage {stage!r} at epoch {epoch}, step {ctx.step}; "
                                              "lower the learning rate or check the data")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if distributed:
+                    ddp.average_gradients(params)
                 if cfg.grad_clip_norm:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip_norm)
                 optimizer.step()
                 scheduler.step()
                 with torch.no_grad():
                     model.logit_scale.clamp_(0, max_log_scale)
-                running += float(loss.detach())
+                value = float(loss.detach())
+                stats.step_losses.append(value)
+                running += value
                 count += 1
-                samples += len(batch)
+                samples += len(batch) * (ddp.world_size() if distributed else 1)
                 ctx.step += 1
                 advance(1, loss=running / count)
             stats.loss_history.append(running / max(1, count))
     stats.steps = ctx.step
     stats.seconds = time.perf_counter() - start
     stats.samples_per_s = samples / max(stats.seconds, 1e-9)
+    ddp.restore_batchnorm(switched)
     model.eval()
     return stats

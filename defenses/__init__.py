@@ -2,4 +2,9 @@
 
 BUILTIN: dict[str, str] = {
     "none": "defenses.none:NoDefense",
+    "finetune": "defenses.finetune:Finetune",
+    "finetune_aug": "defenses.finetune_aug:FinetuneAug",
+    "cleanclip": "defenses.cleanclip:CleanCLIP",
+    "roclip": "defenses.roclip:RoCLIP",
+    "ta_cleaner": "defenses.ta_cleaner:TACleaner",
 }

@@ -7,6 +7,9 @@ import pytest
 import torch
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Nothing may download at test time: Hugging Face hub and datasets stay offline (set before they are imported).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 #: --set overrides that make a whole cell run in seconds: a micro model, 5% of the data.
 TINY_SETS = [

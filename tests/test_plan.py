@@ -9,9 +9,15 @@ from benchmark.registry import attack_registry, defense_registry
 from benchmark.suite import SuiteConfig
 
 
-def _alternative(field_type, value, name):
+def _alternative(field_type, value, name, tmp_path):
     if name == "target":
         return "bag"
+    if name.endswith("path"):  # a file-valued field (e.g. blended.pattern_path): a real image file
+        from PIL import Image
+
+        path = tmp_path / f"{name}.png"
+        Image.new("L", (8, 8), 128).save(path)
+        return str(path)
     if typing.get_origin(field_type) is typing.Literal:
         return next(v for v in typing.get_args(field_type) if v != value)
     if value is None:
@@ -21,7 +27,7 @@ def _alternative(field_type, value, name):
     if isinstance(value, int):
         return value + 1
     if isinstance(value, float):
-        return value / 2
+        return value / 2 if value else 0.5
     raise AssertionError(f"no alternative for {name}")
 
 
@@ -40,7 +46,7 @@ def test_every_trigger_parameter_changes_the_cache_key(tmp_path):
         hints = typing.get_type_hints(cls.Config)
         defaults = to_dict(cls.Config())
         for field in dataclasses.fields(cls.Config):
-            alt = _alternative(hints[field.name], defaults[field.name], field.name)
+            alt = _alternative(hints[field.name], defaults[field.name], field.name, tmp_path)
             suite = SuiteConfig(attacks={name: {field.name: alt}})
             poison, ev = _keys(suite, tmp_path, name)
             assert poison != base_poison, f"{name}.{field.name} does not change the poison key"

@@ -1,4 +1,10 @@
-"""Data bundles: the splits, class names and templates a suite runs on."""
+"""Data bundles: the splits, class names and templates a suite runs on.
+
+``embedded`` splits are in-memory :class:`TensorPairs`; ``external`` splits are
+:class:`~benchmark.data.external.LazyPairs` (or ``StreamPairs``) that decode images in
+DataLoader workers at the model's input size. Opening a bundle touches no data file
+(``--dry-run`` works without the data); each split is opened and validated on first use.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -19,20 +25,46 @@ class DataBundle:
     class_names: tuple[str, ...]
     templates: tuple[str, ...]
     image_shape: tuple[int, int, int]
+    input_spec: dict | None = None  # external: the model's preprocessing (benchmark.models.input_spec)
 
-    def split(self, role: str) -> TensorPairs:
-        """``role`` is one of pretrain, train, defense, val, test."""
+    def split(self, role: str):
+        """``role`` is one of pretrain, train, defense, val, test (external val may be None)."""
         from . import embedded
 
+        if self.config.source == "external":
+            return self._external(role)
         name = getattr(self.config, f"{role}_split")
         data = embedded.load_split(name, caption_seed=self.config.caption_seed)
         if self.config.fraction < 1:
             data = data.subset(balanced_subsample(data.labels.numpy(), self.config.fraction, seed=len(name)))
         return data
 
+    def _external(self, role: str):
+        from .external import open_split
+        from .images import make_transform
+
+        src = getattr(self.config, role)
+        if src is None:
+            if role == "val":
+                return None
+            raise ConfigError(f"data.{role} is not set; this suite needs a {role} split "
+                              "({format: csv|hf|webdataset|imagefolder, path: ...})")
+        data = open_split(src, role, make_transform(self.input_spec), self.image_shape, self.config.num_workers,
+                          seed=self.config.caption_seed)
+        if self.config.fraction < 1 and hasattr(data, "subset"):
+            data = data.subset(balanced_subsample(data.labels.numpy(), self.config.fraction, seed=len(role)))
+        return data
+
     def identity(self) -> dict[str, Any]:
-        """What identifies the data in cache keys."""
-        return to_dict(self.config)
+        """What identifies the data in cache keys.
+
+        Embedded: exactly the original fields (adding external options left every cached
+        embedded artifact valid). External: the whole data config plus the preprocessing.
+        """
+        data = to_dict(self.config)
+        if self.config.source == "embedded":
+            return {k: data[k] for k in EMBEDDED_KEYS}
+        return {**data, "input_spec": to_dict(self.input_spec)}
 
     def target_index(self, target: str) -> int:
         if target not in self.class_names:
@@ -51,7 +83,37 @@ def balanced_subsample(labels: np.ndarray, fraction: float, seed: int) -> np.nda
     return np.sort(np.concatenate(keep))
 
 
-def open_data(config: Any) -> DataBundle:
+EMBEDDED_KEYS = ("source", "caption_seed", "pretrain_split", "train_split", "defense_split", "val_split", "test_split",
+                 "fraction")
+
+
+def _auto_templates(classes: Any) -> str:
+    if classes == "imagenet1k":
+        return "openai_imagenet"
+    if classes in ("cifar10", "cifar100"):
+        return "cifar"
+    return "photo"
+
+
+def open_data(config: Any, model: Any = None) -> DataBundle:
+    """The bundle of a suite's ``data`` config; ``model`` (a ModelConfig) sets the input size of external data."""
     if config.source == "embedded":
         return DataBundle(config, CLASS_NAMES, ZERO_SHOT_TEMPLATES, (1, 28, 28))
-    raise ConfigError(f"data.source={config.source!r} is not supported; use embedded")
+    if config.source == "external":
+        from ..models import ModelConfig, input_spec
+        from .zeroshot import class_preset, templates
+
+        spec = input_spec(model if model is not None else ModelConfig())
+        if config.image_size is not None:
+            spec["image_size"] = config.image_size
+        size = spec["image_size"]
+        test = config.test
+        names = class_preset(test.classes) if isinstance(test.classes, str) else (
+            tuple(test.classes) if isinstance(test.classes, list) else None)
+        bundle = DataBundle(config, (), templates(_auto_templates(test.classes) if config.templates == "auto"
+                                                  else config.templates), (3, size, size), spec)
+        if names is None:  # folder names or a ClassLabel column: read from the test split (its metadata only)
+            names = bundle.split("test").class_names
+        bundle.class_names = tuple(names)
+        return bundle
+    raise ConfigError(f"data.source={config.source!r} is not supported; use embedded or external")

@@ -1,0 +1,112 @@
+"""Image augmentations of the defenses, batched and seeded (a helper, not a method).
+
+- :func:`autoaugment`: torchvision's AutoAugment with the ImageNet policy (CleanCLIP,
+  Bansal et al., ICCV 2023, augments its in-modal image view with it), drawn *per
+  sample* exactly as ``torchvision.transforms.AutoAugment`` draws it (one of the 25
+  sub-policies, each op applied with its probability and a random sign), but executed
+  once per group of samples that drew the same op, so a batch costs a few dozen
+  tensor calls instead of two per image. The ops are torchvision's own
+  (``torchvision.transforms.autoaugment._apply_op``), on uint8 images, nearest
+  interpolation, fill 0 (the Fashion-MNIST background).
+- :func:`simclr_augment`: RoCLIP's (Yang et al., NeurIPS 2023) SimCLR-style view:
+  horizontal flip p=0.5, RandomResizedCrop (scale (0.08, 1), ratio (3/4, 4/3)),
+  ColorJitter(0.5, 0.5, 0.5, 0.1) with p=0.8, grayscale p=0.2 and Gaussian blur p=0.5
+  with sigma in [0.1, 2] and a kernel of about 10% of the image side (23 px at 224 px,
+  3 px at 28 px). On grey images saturation, hue and grayscale do nothing, as in
+  torchvision. Crops and flips are one ``grid_sample`` call per batch.
+
+All randomness comes from the ``torch.Generator`` passed in (the trainer's seeded
+per-step generator), never from global state.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def _to_u8(images: torch.Tensor) -> torch.Tensor:
+    return images.clamp(0, 1).mul(255).round().to(torch.uint8)
+
+
+def autoaugment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """AutoAugment (ImageNet policy) of float images in [0, 1], fresh per sample."""
+    from torchvision.transforms import AutoAugment, AutoAugmentPolicy, InterpolationMode
+    from torchvision.transforms.autoaugment import _apply_op
+
+    aa = AutoAugment(AutoAugmentPolicy.IMAGENET)
+    x = _to_u8(images.detach().cpu())
+    b, _, h, w = x.shape
+    space = aa._augmentation_space(10, (h, w))
+    policy = torch.randint(len(aa.policies), (b,), generator=generator)
+    probs = torch.rand(b, 2, generator=generator)
+    signs = torch.randint(2, (b, 2), generator=generator)
+    for p_idx in policy.unique().tolist():
+        for j, (op_name, p, mag_id) in enumerate(aa.policies[p_idx]):
+            magnitudes, signed = space[op_name]
+            base = float(magnitudes[mag_id]) if mag_id is not None else 0.0
+            chosen = (policy == p_idx) & (probs[:, j] <= p)
+            for sign in ((0, 1) if signed else (None,)):
+                sel = chosen if sign is None else chosen & (signs[:, j] == sign)
+                idx = sel.nonzero().flatten()
+                if len(idx) == 0:
+                    continue
+                mag = -base if sign == 0 else base
+                x[idx] = _apply_op(x[idx], op_name, mag, interpolation=InterpolationMode.NEAREST, fill=None)
+    return x.to(images.device).float().div_(255)
+
+
+def _uniform(n: int, lo: float, hi: float, g: torch.Generator) -> torch.Tensor:
+    return lo + (hi - lo) * torch.rand(n, generator=g)
+
+
+def simclr_augment(images: torch.Tensor, generator: torch.Generator, crop_scale: tuple[float, float] = (0.08, 1.0),
+                   jitter: tuple[float, float, float, float] = (0.5, 0.5, 0.5, 0.1), jitter_p: float = 0.8,
+                   blur_p: float = 0.5) -> torch.Tensor:
+    """RoCLIP's SimCLR-style augmentation of float images (B, C, H, W) in [0, 1]."""
+    g = generator
+    x = images.detach().float().cpu()
+    b, c, h, w = x.shape
+    # RandomResizedCrop (torchvision's sampling, one try; fall back to the whole image) + flip
+    area = _uniform(b, *crop_scale, g)
+    log_r = _uniform(b, math.log(3 / 4), math.log(4 / 3), g)
+    ratio = torch.exp(log_r)
+    cw = torch.sqrt(area * ratio).clamp(max=1.0)  # fraction of the width
+    ch = torch.sqrt(area / ratio).clamp(max=1.0)
+    cx = (1 - cw) * torch.rand(b, generator=g) * 2 - (1 - cw)  # centre in [-1+cw, 1-cw]
+    cy = (1 - ch) * torch.rand(b, generator=g) * 2 - (1 - ch)
+    flip = torch.where(torch.rand(b, generator=g) < 0.5, -1.0, 1.0)
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0] = cw * flip
+    theta[:, 0, 2] = cx
+    theta[:, 1, 1] = ch
+    theta[:, 1, 2] = cy
+    grid = F.affine_grid(theta, (b, c, h, w), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    # ColorJitter (brightness, contrast; saturation and hue are no-ops on grey images)
+    bj, cj, sj, hj = jitter
+    apply = (torch.rand(b, generator=g) < jitter_p).float().view(b, 1, 1, 1)
+    bright = _uniform(b, max(0.0, 1 - bj), 1 + bj, g).view(b, 1, 1, 1)
+    contrast = _uniform(b, max(0.0, 1 - cj), 1 + cj, g).view(b, 1, 1, 1)
+    _ = _uniform(b, max(0.0, 1 - sj), 1 + sj, g), _uniform(b, -hj, hj, g)  # drawn for parity of the stream
+    jittered = (x * bright).clamp(0, 1)
+    mean = jittered.mean(dim=(1, 2, 3), keepdim=True)
+    jittered = (contrast * jittered + (1 - contrast) * mean).clamp(0, 1)
+    x = apply * jittered + (1 - apply) * x
+    _ = torch.rand(b, generator=g)  # RandomGrayscale p=0.2: a no-op on grey images
+    # Gaussian blur, kernel ~10% of the side (odd, >= 3)
+    k = max(3, int(round(0.1 * h)) | 1)
+    sigma = _uniform(b, 0.1, 2.0, g)
+    blur = torch.rand(b, generator=g) < blur_p
+    if blur.any():
+        r = torch.arange(k, dtype=torch.float32) - (k - 1) / 2
+        kern1 = torch.exp(-(r[None, :] ** 2) / (2 * sigma[blur, None] ** 2))
+        kern1 = kern1 / kern1.sum(dim=1, keepdim=True)
+        kern2 = (kern1[:, :, None] * kern1[:, None, :])  # (n, k, k)
+        sel = x[blur]  # (n, c, h, w)
+        n = len(sel)
+        weight = kern2.repeat_interleave(c, dim=0).unsqueeze(1)  # (n*c, 1, k, k)
+        padded = F.pad(sel.reshape(1, n * c, h, w), (k // 2,) * 4, mode="reflect")
+        x[blur] = F.conv2d(padded, weight, groups=n * c).reshape(n, c, h, w)
+    return x.clamp(0, 1).to(images.device)

@@ -1,0 +1,105 @@
+"""Read cell result files (the documented JSON contract of ``benchmark/results.py``).
+
+The leaderboard depends on the result files only, never on the engine: this is its own
+small reader. Files are ``<results_dir>/<suite>/<attack>/<defense>/seed-<k>.json``;
+files of another schema version, or that do not parse, are skipped and reported.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+#: Attack family when a result predates the ``attack.family`` field (schema 1 allows both).
+KNOWN_FAMILIES: dict[str, str] = {
+    "badnet": "patch",
+    "blended": "blend",
+    "wanet": "warp",
+    "label_consistent": "clean_label",
+}
+
+
+@dataclass(frozen=True)
+class CellResult:
+    """One seed of one attack x defense cell, as read from its JSON file."""
+
+    path: str  # relative to the results directory, POSIX separators
+    suite: str
+    attack: str
+    defense: str
+    seed: int
+    status: str
+    data: dict[str, Any] = field(repr=False, compare=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def attack_family(self) -> str:
+        return attack_family(self.data.get("attack") or {})
+
+    @property
+    def attack_source(self) -> str:
+        return str((self.data.get("attack") or {}).get("source") or "unknown")
+
+    @property
+    def defense_source(self) -> str:
+        return str((self.data.get("defense") or {}).get("source") or "unknown")
+
+    @property
+    def defense_stage(self) -> str:
+        return str((self.data.get("defense") or {}).get("stage") or "unknown")
+
+    def metric(self, block: str, name: str) -> float | None:
+        """``block`` is metrics, baseline or clean_model; None when absent (failed cell)."""
+        value = (self.data.get(block) or {}).get(name)
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def attack_family(attack: dict[str, Any]) -> str:
+    """The result's ``attack.family``, else a known mapping by name, else ``other``."""
+    family = attack.get("family") or (attack.get("config") or {}).get("family")
+    if isinstance(family, str) and family:
+        return family
+    return KNOWN_FAMILIES.get(str(attack.get("name")), "other")
+
+
+def origin(source: str) -> str:
+    """``builtin`` for built-in methods, ``plugin`` for everything else (entry points, explicit)."""
+    return "builtin" if source == "builtin" else "plugin"
+
+
+@dataclass
+class ReadReport:
+    cells: list[CellResult]
+    skipped: list[str]  # "path: reason"
+
+
+def read_results(results_dir: Path) -> ReadReport:
+    """All readable schema-1 cell results under ``results_dir``, in a stable order."""
+    root = Path(results_dir)
+    cells: list[CellResult] = []
+    skipped: list[str] = []
+    for path in sorted(root.rglob("seed-*.json")):
+        rel = path.relative_to(root).as_posix()
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            skipped.append(f"{rel}: unreadable ({exc})")
+            continue
+        if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
+            skipped.append(f"{rel}: not a schema-{SCHEMA_VERSION} cell result")
+            continue
+        try:
+            cells.append(CellResult(
+                path=rel, suite=str(data["suite"]), attack=str(data["attack"]["name"]),
+                defense=str(data["defense"]["name"]), seed=int(data["seed"]),
+                status=str(data.get("status") or "failed"), data=data))
+        except (KeyError, TypeError, ValueError) as exc:
+            skipped.append(f"{rel}: missing field {exc}")
+    cells.sort(key=lambda c: (c.suite, c.attack, c.defense, c.seed, c.path))
+    return ReadReport(cells, skipped)

@@ -1,0 +1,236 @@
+"""The leaderboard: result files -> rankings, CSV/Markdown, a static page (no browser here)."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import statistics
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from leaderboard.build import LeaderboardError, build_site
+from leaderboard.columns import ATTACK_COLUMNS, CELL_COLUMNS, DEFENSE_COLUMNS
+from leaderboard.ranking import build_boards, pareto_front
+from leaderboard.reader import read_results
+from leaderboard_data import ATTACKS, DEFENSES, PLUGIN, cell, write_tree
+
+GOLDEN = Path(__file__).parent / "golden" / "leaderboard"
+TABLE_FILES = ("defenses.csv", "attacks.csv", "cells.csv", "leaderboard.md")
+EVIL = "<script>alert(1)</script>"
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> Path:
+    return write_tree(tmp_path_factory.mktemp("lb") / "results")
+
+
+@pytest.fixture(scope="module")
+def site(results, tmp_path_factory):
+    out = tmp_path_factory.mktemp("lb-site")
+    return build_site(results, out)
+
+
+@pytest.fixture(scope="module")
+def board(results):
+    (b,) = build_boards(read_results(results).cells)
+    return b
+
+
+def _json_cells(results: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(results.rglob("seed-*.json"))]
+
+
+def _csv_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_site_files(site):
+    out = site.out_dir
+    assert site.index == out / "index.html" and site.index.read_text().startswith("<!DOCTYPE html>")
+    for name in TABLE_FILES:
+        assert (out / name).stat().st_size > 100
+    pngs = sorted((out / "img").glob("*.png"))
+    assert len(pngs) == 3 and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    html = site.index.read_text()
+    for p in pngs:  # the page references its images by relative path (works from file://)
+        assert f'src="img/{p.name}"' in html
+    assert "http://" not in html and "https://" not in html  # no CDN, nothing remote
+    assert site.cells == 57 and site.failed == 4 and site.suites == ["embedded"]
+
+
+def test_deterministic_and_golden(results, site, tmp_path):
+    again = build_site(results, tmp_path / "again")
+    first = sorted(p.relative_to(site.out_dir) for p in site.out_dir.rglob("*") if p.is_file())
+    second = sorted(p.relative_to(again.out_dir) for p in again.out_dir.rglob("*") if p.is_file())
+    assert first == second
+    for rel in first:  # page, images and tables: byte-identical for the same results
+        assert (site.out_dir / rel).read_bytes() == (again.out_dir / rel).read_bytes(), rel
+    if os.environ.get("CLIPBENCH_UPDATE_GOLDEN") == "1":
+        GOLDEN.mkdir(parents=True, exist_ok=True)
+        for name in TABLE_FILES:
+            (GOLDEN / name).write_text((site.out_dir / name).read_text())
+    for name in TABLE_FILES:
+        assert (site.out_dir / name).read_text() == (GOLDEN / name).read_text(), (
+            f"{name} differs from tests/golden/leaderboard/{name}; if the change is intended, rerun with "
+            "CLIPBENCH_UPDATE_GOLDEN=1")
+
+
+def test_defense_means_match_the_files(results, site):
+    """Recompute the ranking's numbers straight from the JSON files."""
+    data = _json_cells(results)
+    rows = {r["defense"]: r for r in _csv_rows(site.out_dir / "defenses.csv") if r["scope"] == "all"}
+    for defense in ("cleanclip", "roclip", "finetune", "none"):
+        per_attack_asr, per_attack_ca = [], []
+        for attack in ATTACKS:
+            ok = [d for d in data if d["attack"]["name"] == attack and d["defense"]["name"] == defense
+                  and d["status"] == "ok"]
+            per_attack_asr.append(statistics.fmean(d["metrics"]["asr"] for d in ok))
+            per_attack_ca.append(statistics.fmean(d["metrics"]["clean_accuracy"] for d in ok))
+        assert float(rows[defense]["mean_asr"]) == pytest.approx(statistics.fmean(per_attack_asr), abs=1e-6)
+        assert float(rows[defense]["worst_asr"]) == pytest.approx(max(per_attack_asr), abs=1e-6)
+        assert float(rows[defense]["mean_ca"]) == pytest.approx(statistics.fmean(per_attack_ca), abs=1e-6)
+    ranked = sorted((r for r in rows.values() if r["rank"]), key=lambda r: int(r["rank"]))
+    asr = [float(r["mean_asr"]) for r in ranked]
+    assert asr == sorted(asr) and len(ranked) == 4
+    assert rows["none"]["delta_ca"] == "0.000000" and float(rows["none"]["mean_der"]) == pytest.approx(0.5)
+    assert rows["roclip"]["failed"] == "1"  # the failed seed is counted, not averaged in
+
+
+def test_a_failed_seed_is_left_out_of_the_mean(board):
+    c = board.cell("blended", "roclip")
+    assert [r.seed for r in c.ok_runs] == [0, 2] and len(c.runs) == 3
+    expected = statistics.fmean(r.data["metrics"]["asr"] for r in c.ok_runs)
+    assert c.row()["asr"] == pytest.approx(expected) and c.row()["failed"] == 1
+
+
+def test_a_defense_missing_an_attack_gets_no_mean(board, site):
+    row = next(r for r in board.defense_rankings["all"] if r["defense"] == PLUGIN)
+    # the plugin has the lowest ASR of all on the attacks it did finish: a partial mean would rank it near the top
+    assert row["coverage"] == (2, 4)
+    for key in ("mean_asr", "worst_asr", "mean_ca", "delta_ca", "mean_ra", "mean_der", "rank"):
+        assert row[key] is None, key
+    assert board.defense_rankings["all"][-1]["defense"] == PLUGIN  # unranked rows go last
+    md = (site.out_dir / "leaderboard.md").read_text()
+    line = next(l for l in md.splitlines() if f"| {PLUGIN} |" in l and "plugin clipbench-tidy" in l)
+    assert "| – | – | – |" in line and "| 2/4 |" in line
+    # within the patch family it covers every attack, so there it gets a mean and a rank
+    patch = next(r for r in board.defense_rankings["patch"] if r["defense"] == PLUGIN)
+    assert patch["coverage"] == (1, 1) and patch["rank"] is not None and patch["mean_asr"] is not None
+
+
+def test_plugin_and_family_fields(board):
+    rows = {r["defense"]: r for r in board.defense_rankings["all"]}
+    assert rows[PLUGIN]["origin"] == "plugin" and rows["cleanclip"]["origin"] == "builtin"
+    assert rows["roclip"]["stage"] == "training"
+    fams = {r["attack"]: r["family"] for r in board.attack_ranking}
+    assert fams == {"badnet": "patch", "blended": "blend", "wanet": "warp", "label_consistent": "clean_label"}
+    assert set(board.defense_rankings) == {"all", "patch", "blend", "warp", "clean_label"}
+
+
+def test_attack_ranking(board, results):
+    rows = {r["attack"]: r for r in board.attack_ranking}
+    # wanet misses the plugin defense: no mean, no rank
+    assert rows["wanet"]["mean_asr_defended"] is None and rows["wanet"]["coverage"] == (3, 4)
+    data = _json_cells(results)
+    undefended = statistics.fmean(d["baseline"]["asr"] for d in data
+                                  if d["attack"]["name"] == "badnet" and d["defense"]["name"] == "none")
+    assert rows["badnet"]["undefended_asr"] == pytest.approx(undefended)
+    assert rows["badnet"]["best_defense"] == min(
+        (d for d in DEFENSES if d != "none"), key=lambda d: board.cell("badnet", d).mean("metrics", "asr"))
+
+
+def test_pareto_front():
+    pts = {"a": (0.90, 0.50), "b": (0.85, 0.10), "c": (0.80, 0.20), "d": (0.90, 0.60), "e": (0.85, 0.10)}
+    # c is dominated by b; d by a; b and e tie (neither dominates the other)
+    assert pareto_front(pts) == ["b", "e", "a"]
+
+
+class _Headers(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.th: list[dict[str, str]] = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "th" and "data-key" in dict(attrs):
+            self.th.append(dict(attrs))
+
+
+def test_column_directions(site):
+    expected = {"mean_asr": "lower", "worst_asr": "lower", "mean_ca": "higher", "delta_ca": "higher",
+                "mean_ra": "higher", "mean_der": "higher", "cost_s": "lower", "failed": "lower"}
+    cols = {c.key: c for c in DEFENSE_COLUMNS}
+    assert {k: cols[k].better for k in expected} == expected
+    assert {c.key: c.better for c in CELL_COLUMNS}["asr"] == "lower"
+    for c in DEFENSE_COLUMNS + ATTACK_COLUMNS + CELL_COLUMNS:  # every metric says its direction
+        assert c.better is not None or c.kind in ("text", "int") and c.key in (
+            "rank", "defense", "stage", "source", "pareto", "attack", "family", "best_defense"), c.key
+        assert c.description
+    parser = _Headers()
+    parser.feed(site.index.read_text())
+    seen = {(h["data-key"], h["data-better"]) for h in parser.th}
+    assert ("mean_asr", "lower") in seen and ("mean_ca", "higher") in seen
+    th = next(h for h in parser.th if h["data-key"] == "mean_asr")
+    assert "lower is better" in th["title"] and "every attack" in th["title"]
+
+
+def test_page_defines_the_metrics(site):
+    html = site.index.read_text()
+    assert "Target-class images are excluded" in html
+    for term in ("CA (clean accuracy)", "ASR (attack success rate)", "RA (robust accuracy)",
+                 "DER (defense effectiveness rating)"):
+        assert term in html
+
+
+def test_untrusted_names_are_escaped(tmp_path):
+    results = tmp_path / "results"
+    for seed in (0, 1):
+        evil = cell("badnet", PLUGIN, seed, defense_name=EVIL)
+        evil["attack"]["config"]["note"] = "</pre><img src=x onerror=alert(2)>"
+        evil["attack"]["family"] = "$\\frac{a}{b}$ <b>fam</b>"  # mathtext in plots must not be parsed
+        path = results / "embedded" / "badnet" / "evil" / f"seed-{seed}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(evil))
+        plain = cell("badnet", "none", seed)
+        path = results / "embedded" / "badnet" / "none" / f"seed-{seed}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(plain))
+    report = build_site(results, tmp_path / "site")
+    html = report.index.read_text()
+    assert EVIL not in html and "<img src=x" not in html and "<b>fam</b>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert html.count("<script>") == 1  # only the page's own script
+    assert EVIL in (report.out_dir / "defenses.csv").read_text()  # CSV keeps the raw text
+
+
+def test_bad_input(tmp_path):
+    with pytest.raises(LeaderboardError, match="does not exist"):
+        build_site(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "seed-0.json").write_text("{not json")
+    with pytest.raises(LeaderboardError, match="no cell results"):
+        build_site(tmp_path / "empty")
+
+
+def test_other_schema_is_skipped_and_reported(results, tmp_path):
+    import shutil
+
+    copy = tmp_path / "results"
+    shutil.copytree(results / "embedded" / "badnet", copy / "embedded" / "badnet")
+    (copy / "embedded" / "badnet" / "none" / "seed-9.json").write_text(json.dumps({"schema_version": 2}))
+    report = build_site(copy, tmp_path / "site", figures=False)
+    assert report.skipped == ["embedded/badnet/none/seed-9.json: not a schema-1 cell result"]
+    assert "seed-9.json" in report.index.read_text()
+
+
+def test_cli_leaderboard(results, tmp_path, capsys):
+    from benchmark.cli import main
+
+    assert main(["leaderboard", "--results-dir", str(results), "--out", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "index.html").is_file() and (tmp_path / "out" / "defenses.csv").is_file()
+    assert "index.html" in capsys.readouterr().out
+    assert main(["leaderboard", "--results-dir", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "--results-dir" in err and len(err.strip().splitlines()) == 1

@@ -1,0 +1,170 @@
+"""The runner: DAG scheduling, executors (local, process pool, Ray), resuming after kill -9."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from benchmark.cache import Cache
+from benchmark.cli import main
+from benchmark.config import parse_set
+from benchmark.data.sources import open_data
+from benchmark.executors import ExecutorChoice, LocalExecutor, ProcessExecutor, WorkerSpec, make_executor
+from benchmark.plan import Plan, estimate_cost, make_plan
+from benchmark.registry import attack_registry, defense_registry
+from benchmark.runner import plan_status, run_plan, stage_threads
+from benchmark.stages import StageExecutor
+from benchmark.suite import load_suite
+
+from conftest import TINY_SETS, need
+
+#: even smaller than TINY_SETS: these tests check bookkeeping, not backdoors
+QUICK_SETS = TINY_SETS + ["pretrain.epochs=1", "poison_train.epochs=1", "data.fraction=0.03"]
+
+
+def _setup(tmp_path, attacks, defenses, seeds=(0,)):
+    suite = load_suite("embedded", parse_set(QUICK_SETS))
+    data = open_data(suite.data, suite.model)
+    plan = make_plan(suite, data, attacks, defenses, list(seeds), attack_registry(), defense_registry(), tmp_path / "results")
+    stages = StageExecutor(Cache(tmp_path / "cache"), data, attack_registry(), defense_registry(), __import__("torch").device("cpu"))
+    spec = WorkerSpec(str(tmp_path / "cache"), suite.data, suite.model, "cpu")
+    return plan, stages, spec
+
+
+def _metrics(report):
+    return {(r["attack"]["name"], r["defense"]["name"], r["seed"]): r["metrics"] for r in report.results}
+
+
+def test_plan_shares_pretraining_and_backdoored_models_and_dry_run_lists_it(tmp_path, capsys):
+    plan, stages, _ = _setup(tmp_path, ["badnet", "blended"], ["none", "finetune", "cleanclip"])
+    kinds = [n.kind for n in plan.nodes.values()]
+    assert kinds.count("pretrain") == 1
+    assert kinds.count("train") == 2  # one backdoored model per attack, reused by both post-training defenses
+    assert kinds.count("defend") == 4
+    status = plan_status(plan, stages)
+    assert len(status.to_run) == len(plan.nodes) and not status.cached and len(status.todo_cells) == 6
+    assert status.width >= 2  # the two poisonings can run side by side
+    costs = estimate_cost(plan, status.to_run, tmp_path / "cache", lambda role: len(stages.split(role)))
+    assert all(costs.seconds[n.key] for n in status.to_run if n.kind in ("pretrain", "train", "defend"))
+    assert 0 < costs.critical_path(plan) < costs.total()
+    args = ["run", "--attack", "badnet,blended", "--defense", "none,finetune,cleanclip", "--dry-run",
+            "--results-dir", str(tmp_path / "results"), "--cache-dir", str(tmp_path / "cache")]
+    for s in QUICK_SETS:
+        args += ["--set", s]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "pretrain seed=0" in out and "to run" in out and "estimated" in out and "critical path" in out
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("meta.json"))  # ran nothing
+
+
+def test_stage_threads_are_fixed_by_the_plan_not_by_timing():
+    from benchmark.plan import Node
+
+    pre, ev = Node("a", "pretrain", "p", (), {}), Node("b", "evaluate", "e", (), {})
+    assert stage_threads(pre, 2, 2) == 2 and stage_threads(ev, 2, 2) == 1 and stage_threads(ev, 8, 2) == 4
+
+
+@pytest.mark.slow
+def test_process_pool_runs_the_dag_and_matches_the_local_executor(tmp_path):
+    plan, stages, spec = _setup(tmp_path / "a", ["badnet", "blended"], ["none"])
+    pool = ProcessExecutor(2)
+    report = run_plan(plan, stages, pool, spec)
+    assert not report.failed and len(report.results) == 2
+    assert sorted(report.ran) == sorted(n.label for n in plan.nodes.values())  # each stage once
+    assert all(stages.done(n) for n in plan.nodes.values())
+    for r in report.results:
+        assert r["status"] == "ok" and r["timings_s"]["pretrain"] > 0
+    # a rerun finds every cell finished and runs nothing
+    again = run_plan(plan, stages, ProcessExecutor(2), spec)
+    assert again.skipped_cells == 2 and not again.ran and _metrics(again) == _metrics(report)
+
+
+@pytest.mark.slow
+def test_ray_executor_runs_a_two_cell_matrix_on_a_local_instance(tmp_path):
+    need("ray", importlib.util.find_spec("ray") is not None, "pip install 'clipbench[ray]'")
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        plan, stages, spec = _setup(tmp_path, ["badnet", "blended"], ["none"])
+        workers = make_executor(ExecutorChoice("ray"), stages, 2, False)
+        assert workers.slots == 2
+        report = run_plan(plan, stages, workers, spec)
+    finally:
+        ray.shutdown()
+    assert not report.failed, report.failed
+    assert len(report.results) == 2 and {r["attack"]["name"] for r in report.results} == {"badnet", "blended"}
+    # the DAG held: one pre-training shared by both cells, each stage computed once, all stored
+    assert sum(label.startswith("pretrain") for label in report.ran) == 1
+    assert len(report.ran) == len(plan.nodes)
+    assert all(stages.done(n) for n in plan.nodes.values())
+    for r in report.results:
+        assert r["status"] == "ok" and 0 <= r["metrics"]["asr"] <= 1
+        assert Path(plan.cells[0].result_path).parent.parent.exists()
+
+
+@pytest.mark.slow
+def test_sigkill_mid_matrix_then_rerun_recomputes_only_unfinished_cells(tmp_path):
+    env = {**os.environ, "CLIPBENCH_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(Path(__file__).parents[1])}
+    results = tmp_path / "results"
+    args = ["run", "--attack", "badnet", "--defense", "none", "--seeds", "0,1", "--executor", "local",
+            "--results-dir", str(results), "--quiet", "--no-leaderboard"]
+    for s in QUICK_SETS:
+        args += ["--set", s]
+    first = results / "embedded/badnet/none/seed-0.json"
+    proc = subprocess.Popen([sys.executable, "-m", "benchmark.cli", *args], env=env, cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 600
+        while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert first.exists(), "the first cell never finished"
+        assert proc.poll() is None, "the run finished before it could be killed; the test needs a slower second cell"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    before = first.read_text()
+    assert not (results / "embedded/badnet/none/seed-1.json").exists()
+    # no half-written file anywhere: results and cache hold only complete entries
+    assert not [p for p in tmp_path.rglob("*.tmp")]
+
+    os.environ["CLIPBENCH_CACHE"] = env["CLIPBENCH_CACHE"]
+    suite = load_suite("embedded", parse_set(QUICK_SETS))
+    data = open_data(suite.data, suite.model)
+    plan = make_plan(suite, data, ["badnet"], ["none"], [0, 1], attack_registry(), defense_registry(), results)
+    stages = StageExecutor(Cache(tmp_path / "cache"), data, attack_registry(), defense_registry(), __import__("torch").device("cpu"))
+    resumed = run_plan(plan, stages)
+    assert resumed.skipped_cells == 1 and not resumed.failed
+    assert first.read_text() == before  # the finished cell was not recomputed
+    assert all("seed=0" not in label for label in resumed.ran), resumed.ran
+
+    # an uninterrupted run from scratch gives the same matrix
+    plan2, stages2, _ = _setup(tmp_path / "fresh", ["badnet"], ["none"], seeds=(0, 1))
+    clean = run_plan(plan2, stages2)
+    assert _metrics(resumed) == _metrics(clean)
+
+
+def test_seed_aggregate_is_mean_std_and_t_interval():
+    import pandas as pd
+    from scipy import stats
+
+    from benchmark.results import aggregate_seeds
+
+    frame = pd.DataFrame({"suite": "s", "attack": "a", "defense": "d", "seed": [0, 1, 2, 3], "status": ["ok"] * 3 + ["failed"],
+                          "ca": [0.8, 0.9, 0.85, None], "asr": [0.1, 0.3, 0.2, None], "ra": [0.5] * 3 + [None],
+                          "der": [0.6, 0.7, 0.8, None]})
+    row = aggregate_seeds(frame).iloc[0]
+    assert row.n == 3  # the failed seed does not count
+    assert abs(row.asr_mean - 0.2) < 1e-12 and abs(row.asr_std - 0.1) < 1e-12
+    half = stats.t.ppf(0.975, 2) * 0.1 / 3 ** 0.5
+    assert abs(row.asr_ci_low - max(0.0, 0.2 - half)) < 1e-12 and abs(row.asr_ci_high - (0.2 + half)) < 1e-12
+    assert row.ra_std == 0 and row.ra_ci_low == row.ra_ci_high == 0.5
