@@ -104,7 +104,10 @@ class Cache:
                     target.write_bytes(payload)
                 digests[name] = _sha256(target)
             (tmp / "meta.json").write_text(json.dumps({**meta, "key": key, "kind": kind, "files": digests}, indent=1, default=str))
-            if final.exists():  # a stale or corrupt entry (an intact one is never rewritten)
+            if self.meta(kind, key) is not None:  # a concurrent run stored it first: keep theirs
+                shutil.rmtree(tmp, ignore_errors=True)
+                return final
+            if final.exists():  # a stale or corrupt entry
                 shutil.rmtree(final, ignore_errors=True)
             try:
                 os.replace(tmp, final)

@@ -12,7 +12,7 @@ import pytest
 
 from benchmark.data.captions import CLASS_SYNONYMS, make_captions
 from defenses import text_augment as ta
-from tests.conftest import need
+from conftest import need
 
 
 def _debian_wordnet() -> bool:

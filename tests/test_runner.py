@@ -72,7 +72,7 @@ def test_stage_threads_are_fixed_by_the_plan_not_by_timing():
 
 
 @pytest.mark.slow
-def test_process_pool_runs_the_dag_and_matches_the_local_executor(tmp_path):
+def test_process_pool_runs_each_stage_once_and_a_rerun_runs_nothing(tmp_path):
     plan, stages, spec = _setup(tmp_path / "a", ["badnet", "blended"], ["none"])
     pool = ProcessExecutor(2)
     report = run_plan(plan, stages, pool, spec)
