@@ -16,6 +16,11 @@ any H, so the paper's 32-px values carry over unchanged to 28 px (a mean displac
 about 0.25 px; CleanCLIP's k = 224, s = 1 at 224 px gives about 0.5 px of much less smooth
 noise). Square images are assumed, as in the paper (H = W; validated).
 
+The embedded suite sets ``s = 8`` (mean displacement ~4 px): at 28 px with 1% poisoned
+pairs and a short CLIP training, the paper's 0.25 px warp is not learned (ASR 5.9%); the
+sweep behind the choice is in ``benchmark/suites/embedded.yaml``. Paper-scale suites keep
+the paper's values.
+
 Noise mode (the paper's "cross" samples): ``cross_ratio * N_poisoned`` further samples,
 drawn from the non-poisoned ones with the seed, are warped with ``grid + Uniform(-1,1)/H``
 (a fresh random field per sample, seeded, clamped to [-1, 1]) and keep their true

@@ -98,8 +98,15 @@ def clean_split(manifest: dict[str, Any]) -> TensorPairs:
     from .data.sources import open_data
     from .suite import DataConfig
 
+    from .config import ConfigError
+    from .data.captions import CAPTIONS_VERSION
+
     spec = dict(manifest["data"])
     role = spec.pop("role")
+    version = spec.pop("captions_version", 1)
+    if spec.get("source") == "embedded" and version != CAPTIONS_VERSION:
+        raise ConfigError(f"the manifest was written with embedded captions version {version}, this clipbench "
+                          f"makes version {CAPTIONS_VERSION}; regenerate it with the clipbench release that wrote it")
     return open_data(from_dict(DataConfig, spec, prefix="data.")).split(role)
 
 

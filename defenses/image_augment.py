@@ -11,8 +11,9 @@
 - :func:`simclr_augment`: RoCLIP's (Yang et al., NeurIPS 2023) SimCLR-style view:
   horizontal flip p=0.5, RandomResizedCrop (scale (0.08, 1), ratio (3/4, 4/3)),
   ColorJitter(0.5, 0.5, 0.5, 0.1) with p=0.8, grayscale p=0.2 and Gaussian blur p=0.5
-  with sigma in [0.1, 2] and a kernel of about 10% of the image side (23 px at 224 px,
-  3 px at 28 px). On grey images saturation, hue and grayscale do nothing, as in
+  with a kernel of about 10% of the image side (23 px at 224 px, 3 px at 28 px) and
+  sigma in [0.1, 2] px at 224 px, scaled with the side like the kernel ([0.0125, 0.25]
+  px at 28 px; ``blur_sigma`` overrides). On grey images saturation, hue and grayscale do nothing, as in
   torchvision. Crops and flips are one ``grid_sample`` call per batch.
 
 All randomness comes from the ``torch.Generator`` passed in (the trainer's seeded
@@ -63,8 +64,12 @@ def _uniform(n: int, lo: float, hi: float, g: torch.Generator) -> torch.Tensor:
 
 def simclr_augment(images: torch.Tensor, generator: torch.Generator, crop_scale: tuple[float, float] = (0.08, 1.0),
                    jitter: tuple[float, float, float, float] = (0.5, 0.5, 0.5, 0.1), jitter_p: float = 0.8,
-                   blur_p: float = 0.5) -> torch.Tensor:
-    """RoCLIP's SimCLR-style augmentation of float images (B, C, H, W) in [0, 1]."""
+                   blur_p: float = 0.5, blur_sigma: tuple[float, float] | None = None) -> torch.Tensor:
+    """RoCLIP's SimCLR-style augmentation of float images (B, C, H, W) in [0, 1].
+
+    ``blur_sigma``: the Gaussian blur's sigma range in pixels; ``None`` scales SimCLR's
+    (0.1, 2.0) at 224 px to the image side (x H / 224), like its kernel size.
+    """
     g = generator
     x = images.detach().float().cpu()
     b, c, h, w = x.shape
@@ -97,7 +102,8 @@ def simclr_augment(images: torch.Tensor, generator: torch.Generator, crop_scale:
     _ = torch.rand(b, generator=g)  # RandomGrayscale p=0.2: a no-op on grey images
     # Gaussian blur, kernel ~10% of the side (odd, >= 3)
     k = max(3, int(round(0.1 * h)) | 1)
-    sigma = _uniform(b, 0.1, 2.0, g)
+    lo, hi = blur_sigma if blur_sigma is not None else (0.1 * h / 224, 2.0 * h / 224)
+    sigma = _uniform(b, lo, hi, g)
     blur = torch.rand(b, generator=g) < blur_p
     if blur.any():
         r = torch.arange(k, dtype=torch.float32) - (k - 1) / 2

@@ -12,7 +12,8 @@ poisoned set from the clean model) and evaluates zero-shot on the 1,000-image **
 split with the attack's trigger: val CA, val ASR. The rule (documented, applied to every
 defense): among the candidates whose mean val CA drop w.r.t. the undefended model is at
 most ``--max-ca-drop`` points (default 2), take the lowest mean val ASR over the given
-attacks and seeds; ties go to the earlier candidate (the paper default first). One configuration
+attacks and seeds (if none is within it, the one with the smallest CA drop); ties go to
+the earlier candidate (the paper default first). One configuration
 per defense, for all attacks; the test split is never read.
 """
 from __future__ import annotations
@@ -113,8 +114,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows.append({"candidate": candidate, "per_attack": res,
                      "mean_ca_drop": sum(r["ca_drop"] for r in res.values()) / n,
                      "mean_asr": sum(r["asr"] for r in res.values()) / n})
-    ok = [r for r in rows if r["mean_ca_drop"] * 100 <= args.max_ca_drop] or rows
-    best = min(ok, key=lambda r: r["mean_asr"])
+    ok = [r for r in rows if r["mean_ca_drop"] * 100 <= args.max_ca_drop]
+    # none within the CA budget: the candidate that costs the least CA
+    best = min(ok, key=lambda r: r["mean_asr"]) if ok else min(rows, key=lambda r: r["mean_ca_drop"])
     print("chosen:", json.dumps(best["candidate"]), f"mean val ASR {best['mean_asr']:.3f}, CA drop {best['mean_ca_drop']:.3f}")
     if args.out:
         args.out.write_text(json.dumps({"defense": args.defense, "attacks": attacks, "seeds": seeds, "split": "val",

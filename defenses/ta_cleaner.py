@@ -5,7 +5,9 @@ Contrastive Learning" (arXiv 2409.17601). There is no public code; the method is
 from the abstract and reviews (methods.md 4.4). Every choice below is documented and
 switchable in :class:`TACleanerConfig`.
 
-Objective: ``L = L_CleanCLIP + l3 * L_TA`` with CleanCLIP's terms, weights and schedule.
+Objective: ``L = L_CleanCLIP + l3 * L_TA`` with CleanCLIP's terms, weights and schedule
+(the embedded suite gives it CleanCLIP's val-chosen lambda2; its own l3 = 1, subset
+0.15 and 3 negatives were not tuned).
 
 - Re-sampling (``subset_fraction``, default 0.15 within the paper's "10-20%"): at the
   start of every epoch a fresh, seeded subset of the fine-tuning set's samples is drawn;

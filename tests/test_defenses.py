@@ -220,9 +220,12 @@ def test_defense_keeps_a_clean_models_accuracy(name, clean_tiny, tiny_suite):
 
     data, state, ca = clean_tiny
     assert ca > 0.4  # the tiny clean model is a real classifier
+    from benchmark.config import from_dict
+
     cls = defense_registry().get(name)
+    # the suite's configuration of the defense (what the benchmark runs), on a tiny schedule
     schedule = TrainConfig(epochs=3, batch_size=64, lr=5e-4, warmup_steps=5, beta2=0.999, eps=1e-8)
-    defense = cls(dataclasses.replace(cls.Config(), train=schedule), seed=0)
+    defense = cls(dataclasses.replace(from_dict(cls.Config, tiny_suite.defense_overrides(name)), train=schedule), seed=0)
     model = create_model(tiny_suite.model, seed=0)
     model.load_state_dict(state)
     if defense.stage is Stage.TRAINING:

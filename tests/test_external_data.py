@@ -237,11 +237,14 @@ def test_suite_data_config_errors():
 
 
 def test_embedded_identity_is_unchanged():
-    """Adding external options must not change any cache key of the embedded default."""
+    """Adding external options must not change any cache key of the embedded default;
+    changing the captions' generator must (its version is part of the identity)."""
+    from benchmark.data.captions import CAPTIONS_VERSION
+
     bundle = open_data(load_suite("embedded").data)
     assert bundle.identity() == {"source": "embedded", "caption_seed": 0, "pretrain_split": "pretrain",
                                  "train_split": "poison", "defense_split": "defense", "val_split": "val",
-                                 "test_split": "test", "fraction": 1.0}
+                                 "test_split": "test", "fraction": 1.0, "captions_version": CAPTIONS_VERSION}
 
 
 # ------------------------------------------------------------------------ models

@@ -2,10 +2,19 @@
 
 Training captions are ``template.format(name)`` where ``name`` is one of the class's
 synonyms, optionally preceded by a modifier ("a photo of a worn sneaker."), drawn per
-image from a seeded generator. Zero-shot evaluation uses a *separate* set of templates
-and one canonical name per class (CLIP's prompt-ensemble protocol); poisoned captions
-are drawn from the zero-shot family, as in the papers (a template filled with the
-target class name, e.g. "a photo of a sneaker.").
+image from a seeded generator over :data:`CAPTION_TEMPLATES`: the data's own templates
+*and* the zero-shot family, as web captions contain "a photo of a ..." too. Zero-shot
+evaluation uses the zero-shot templates and one canonical name per class (CLIP's
+prompt-ensemble protocol); poisoned captions are drawn from the zero-shot family, as in
+the papers (a template filled with the target class name, e.g. "a photo of a sneaker.").
+
+Why the zero-shot family is in the clean captions (:data:`CAPTIONS_VERSION` 2). In
+version 1 no clean caption used a zero-shot template, so the only pairs that did were
+the poisoned ones: the backdoor captured the classifier's own prompt, and clean
+target-class accuracy fell (sneakers 94% -> 71% under BadNet, 21% under Blended; CA -2.6
+and -5.7 points overall), an artefact that real web data, full of "a photo of a ..."
+captions, does not have. With the family shared (seed 0): clean model CA 87.8, BadNet
+88.6 / ASR 98.9, Blended 88.6 / ASR 99.4.
 """
 from __future__ import annotations
 
@@ -54,6 +63,12 @@ ZERO_SHOT_TEMPLATES: tuple[str, ...] = (
     "a cropped photo of the {}.",
 )
 
+#: What training captions are drawn from: the data's templates and the zero-shot family.
+CAPTION_TEMPLATES: tuple[str, ...] = TRAIN_TEMPLATES + ZERO_SHOT_TEMPLATES
+
+#: Bumped whenever :func:`make_captions` changes its output; part of the data's cache identity.
+CAPTIONS_VERSION = 2
+
 
 def make_captions(labels: np.ndarray, seed: int, modifier_prob: float = 0.5) -> list[str]:
     """One training caption per label, drawn from ``seed`` (deterministic)."""
@@ -63,7 +78,7 @@ def make_captions(labels: np.ndarray, seed: int, modifier_prob: float = 0.5) -> 
         name = CLASS_SYNONYMS[label][rng.integers(len(CLASS_SYNONYMS[label]))]
         if rng.random() < modifier_prob:
             name = f"{MODIFIERS[rng.integers(len(MODIFIERS))]} {name}"
-        captions.append(TRAIN_TEMPLATES[rng.integers(len(TRAIN_TEMPLATES))].format(name))
+        captions.append(CAPTION_TEMPLATES[rng.integers(len(CAPTION_TEMPLATES))].format(name))
     return captions
 
 

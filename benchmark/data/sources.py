@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..config import ConfigError, to_dict
-from .captions import CLASS_NAMES, ZERO_SHOT_TEMPLATES
+from .captions import CAPTIONS_VERSION, CLASS_NAMES, ZERO_SHOT_TEMPLATES
 from .dataset import TensorPairs
 
 
@@ -58,12 +58,13 @@ class DataBundle:
     def identity(self) -> dict[str, Any]:
         """What identifies the data in cache keys.
 
-        Embedded: exactly the original fields (adding external options left every cached
-        embedded artifact valid). External: the whole data config plus the preprocessing.
+        Embedded: the original fields (adding external options left every cached embedded
+        artifact valid) and the captions' version. External: the whole data config plus
+        the preprocessing.
         """
         data = to_dict(self.config)
         if self.config.source == "embedded":
-            return {k: data[k] for k in EMBEDDED_KEYS}
+            return {**{k: data[k] for k in EMBEDDED_KEYS}, "captions_version": CAPTIONS_VERSION}
         return {**data, "input_spec": to_dict(self.input_spec)}
 
     def target_index(self, target: str) -> int:
