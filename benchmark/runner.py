@@ -120,6 +120,12 @@ def stage_threads(node: Node, cores: int, slots: int) -> int:
     return cores if node.kind == "pretrain" else max(1, cores // max(1, slots))
 
 
+def stage_weight(threads: int, cores: int, slots: int) -> int:
+    """Worker slots a stage of ``threads`` threads occupies in a pool sharing ``cores``: a
+    pre-training stage with every core takes every slot, so no core is oversubscribed."""
+    return min(slots, max(1, -(-threads * slots // max(1, cores))))
+
+
 def run_plan(plan: Plan, executor: StageExecutor, workers: Any = None, worker_spec: Any = None,
              costs: dict[str, float | None] | None = None) -> RunReport:
     """Execute the stages ``plan`` needs and write every cell's result file.
@@ -177,20 +183,29 @@ def run_plan(plan: Plan, executor: StageExecutor, workers: Any = None, worker_sp
     heapq.heapify(ready)
 
     cores = available_cores()
+    shares_cores = getattr(pool, "shares_cores", False)  # a local pool: weigh stages by their threads
     running: dict[Any, str] = {}
+    weights: dict[Any, int] = {}
     flush()
     try:
         while ready or running:
-            while ready and len(running) < pool.slots:
-                _, _, key = heapq.heappop(ready)
+            while ready and sum(weights.values()) < pool.slots:
+                key = ready[0][2]
+                threads = stage_threads(pending[key], cores, pool.slots)
+                weight = stage_weight(threads, cores, pool.slots) if shares_cores else 1
+                if running and sum(weights.values()) + weight > pool.slots:
+                    break  # the most urgent stage waits for its cores (no oversubscription)
+                heapq.heappop(ready)
                 node = pending[key]
                 if len(running) or pool.slots > 1:
                     executor.reporter.log(f"[cyan]started[/] {node.label}")
                 else:
                     executor.reporter.log(f"[cyan]running[/] {node.label}")
-                running[pool.submit(Task(node, worker_spec, stage_threads(node, cores, pool.slots)))] = key
+                handle = pool.submit(Task(node, worker_spec, threads))
+                running[handle], weights[handle] = key, weight
             for handle, outcome in pool.wait(list(running)):
                 key = running.pop(handle)
+                weights.pop(handle, None)
                 node = pending[key]
                 if outcome.ok:
                     report.ran.append(node.label)

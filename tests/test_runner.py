@@ -71,6 +71,43 @@ def test_stage_threads_are_fixed_by_the_plan_not_by_timing():
     assert stage_threads(pre, 2, 2) == 2 and stage_threads(ev, 2, 2) == 1 and stage_threads(ev, 8, 2) == 4
 
 
+def test_a_local_pool_never_oversubscribes_its_cores(tmp_path, monkeypatch):
+    """Pre-training (every core) runs alone; other stages fill the slots two at a time."""
+    import benchmark.executors as ex
+    from benchmark.executors import LocalExecutor, Outcome
+    from benchmark.runner import stage_weight
+
+    assert stage_weight(2, 2, 2) == 2 and stage_weight(1, 2, 2) == 1 and stage_weight(4, 8, 2) == 1
+    monkeypatch.setattr(ex, "available_cores", lambda: 2)
+    plan, stages, spec = _setup(tmp_path, ["badnet", "blended"], ["none"], seeds=[0, 1])
+
+    class Recording(LocalExecutor):
+        slots, shares_cores = 2, True
+
+        def __init__(self, stages):
+            super().__init__(stages)
+            self.running: list = []
+            self.peaks: list[tuple[int, ...]] = []
+
+        def submit(self, task):
+            self.running.append(task)
+            self.peaks.append(tuple(sorted(t.threads for t in self.running)))
+            return task
+
+        def wait(self, handles):
+            task = handles[0]
+            self.running.remove(task)
+            return [(task, Outcome(task.node.key, True, 0.0, worker="fake"))]
+
+    pool = Recording(stages)
+    monkeypatch.setattr(stages, "done", lambda node: False)  # nothing computed: only the schedule is tested
+    monkeypatch.setattr("benchmark.runner._write", lambda *a, **k: None)
+    run_plan(plan, stages, pool, spec)
+    assert len(pool.peaks) == len(plan.nodes)
+    assert all(sum(p) <= 2 for p in pool.peaks), pool.peaks  # never more threads than cores
+    assert (2,) in pool.peaks and (1, 1) in pool.peaks  # pre-training alone, the rest in pairs
+
+
 @pytest.mark.slow
 def test_process_pool_runs_each_stage_once_and_a_rerun_runs_nothing(tmp_path):
     plan, stages, spec = _setup(tmp_path / "a", ["badnet", "blended"], ["none"])
