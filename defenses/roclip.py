@@ -32,10 +32,11 @@ methods.md 4.3, as implemented here:
   px scaled to the side like the kernel (``blur_scaled``);
   :func:`defenses.image_augment.simclr_augment`),
   captions EDA (alpha 0.1, fresh each step; :mod:`defenses.text_augment`).
-- Embedded suite: both augmentations are switched off (``image_aug``/``text_aug``),
-  chosen on the val split because every augmented variant cost 4-19 points of clean
-  accuracy on the 28 px data (numbers in ``benchmark/suites/embedded.yaml``); the class
-  defaults stay the paper's.
+- Embedded suite: the image view is switched off and EDA kept (``image_aug``/``text_aug``),
+  chosen on the val split within the issue's 3-point CA budget: the SimCLR view is what
+  removes the backdoor there (val ASR < 1%) but costs 15-21 points of clean accuracy on the
+  28 px data; matching + EDA keeps CA (-1.7) and lowers BadNet's ASR only partly (numbers
+  in ``benchmark/suites/embedded.yaml``). The class defaults stay the paper's.
 - Schedule: the paper trains 24 epochs at batch 512, lr 5e-5, 10K warm-up steps; here the
   suite's ``poison_train`` schedule applies, identical to the plain-training baseline, so
   that the comparison isolates the objective (``train`` of this config is unused).
