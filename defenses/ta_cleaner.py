@@ -6,8 +6,11 @@ from the abstract and reviews (methods.md 4.4). Every choice below is documented
 switchable in :class:`TACleanerConfig`.
 
 Objective: ``L = L_CleanCLIP + l3 * L_TA`` with CleanCLIP's terms, weights and schedule
-(the embedded suite gives it CleanCLIP's val-chosen lambda2; its own l3 = 1, subset
-0.15 and 3 negatives were not tuned).
+(the embedded suite gives it CleanCLIP's val-chosen lambda2 and l3 = 0.25, chosen on the
+val split among {1, 0.5, 0.25}; subset 0.15 and 3 negatives were not tuned). At the
+embedded scale the counterfactual term did not help against BadNet/Blended: every l3
+left a higher val ASR than CleanCLIP alone (numbers in ``benchmark/suites/embedded.yaml``);
+the paper's gains are reported on stealthier attacks (BadCLIP).
 
 - Re-sampling (``subset_fraction``, default 0.15 within the paper's "10-20%"): at the
   start of every epoch a fresh, seeded subset of the fine-tuning set's samples is drawn;
