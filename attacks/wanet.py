@@ -13,12 +13,13 @@ Grid construction (methods.md section 3, as in the reference code):
 Defaults are the paper's: k = 4, s = 0.5, grid_rescale = 1. Scaling with resolution: the
 displacement is ``s * noise / H`` in grid units, i.e. about ``s * |noise| / 2`` pixels at
 any H, so the paper's 32-px values carry over unchanged to 28 px (a mean displacement of
-about 0.25 px; CleanCLIP's k = 224, s = 1 at 224 px gives about 0.5 px of much less smooth
+about 0.3 px at seed 0; CleanCLIP's k = 224, s = 1 at 224 px gives about 0.5 px of much less smooth
 noise). Square images are assumed, as in the paper (H = W; validated).
 
-The embedded suite sets ``s = 8`` (mean displacement ~4 px): at 28 px with 1% poisoned
-pairs and a short CLIP training, the paper's 0.25 px warp is not learned (ASR 5.9%); the
-sweep behind the choice is in ``benchmark/suites/embedded.yaml``. Paper-scale suites keep
+The embedded suite sets ``s = 8`` (displacement 5.0 px mean, 10 px max at seed 0; a
+visibly bent image, no longer imperceptible): at 28 px with 1% poisoned pairs and a short
+CLIP training, the paper's warp (0.3 px mean) is not learned (ASR 5.9%); the sweep behind
+the choice is in ``benchmark/suites/embedded.yaml``. Paper-scale suites keep
 the paper's values.
 
 Noise mode (the paper's "cross" samples): ``cross_ratio * N_poisoned`` further samples,
