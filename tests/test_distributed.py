@@ -63,10 +63,13 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
     torch.testing.assert_close(torch.tensor(ddp["loss"]), ref, rtol=1e-7, atol=0)
     state = model.state_dict()
     assert any(n.endswith("running_mean") for n in state)
-    for name, value in ddp["state"].items():  # batch norm tracked the global statistics
+    # Batch norm tracked the global statistics. Rank 0's statistics from its own 16 samples would
+    # differ by ~10% of the values; 12 Adam steps amplify float64 rounding to ~1e-6 relative
+    # in the deepest layers (measured 1.7e-6), hence 1e-5.
+    for name, value in ddp["state"].items():
         if name.endswith(("running_mean", "running_var")):
             diff = float((value - state[name]).abs().max())
-            assert diff <= 1e-6 * float(state[name].abs().max()) + 1e-9, (name, diff, float(state[name].abs().max()))
+            assert diff <= 1e-5 * float(state[name].abs().max()) + 1e-9, (name, diff, float(state[name].abs().max()))
 
 
 @pytest.mark.slow
