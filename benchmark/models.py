@@ -14,10 +14,13 @@ open_clip on first use; any open_clip name with a pretrained tag is accepted as 
 The wrapper :class:`ClipModel` takes images in [0, 1] (where triggers act) and does the
 model's own input preparation: grey -> RGB, zero-padding or resizing to the model's
 resolution, then normalisation. Text goes through open_clip's tokenizer, memoised per
-caption (template captions repeat a lot).
+caption (template captions repeat a lot) in a :class:`TokenCache` shared by every model
+of the same tokenizer in the process (a worker's stages tokenize the same splits), capped
+at :data:`TokenCache.max_entries` so that web-scale captions cannot grow it unbounded.
 """
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,17 +59,43 @@ def _register_configs() -> None:
         open_clip.add_model_config(CONFIG_DIR)
 
 
+class TokenCache:
+    """Caption -> token ids of one tokenizer (a pure function, so sharing it is safe)."""
+
+    max_entries = 200_000
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.ids: dict[str, torch.Tensor] = {}
+
+    def __call__(self, captions: Sequence[str]) -> torch.Tensor:
+        missing = [c for c in dict.fromkeys(captions) if c not in self.ids]
+        if missing:
+            if len(self.ids) + len(missing) > self.max_entries:
+                self.ids.clear()
+            for caption, tokens in zip(missing, self.tokenizer(list(missing))):
+                self.ids[caption] = tokens
+        return torch.stack([self.ids[c] for c in captions])
+
+
+@functools.lru_cache(maxsize=8)
+def token_cache(arch: str, context_length: int | None) -> TokenCache:
+    """The process's :class:`TokenCache` for an open_clip tokenizer (created on first use)."""
+    import open_clip
+
+    return TokenCache(open_clip.get_tokenizer(arch, context_length=context_length))
+
+
 class ClipModel(nn.Module):
     """An open_clip CLIP plus its input preparation and memoised tokenizer."""
 
     def __init__(self, clip: nn.Module, tokenizer, mean: Sequence[float], std: Sequence[float], image_size: int):
         super().__init__()
         self.clip = clip
-        self.tokenizer = tokenizer
+        self.tokenizer = tokenizer if isinstance(tokenizer, TokenCache) else TokenCache(tokenizer)
         self.image_size = image_size
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
-        self._token_cache: dict[str, torch.Tensor] = {}
 
     @property
     def logit_scale(self) -> nn.Parameter:
@@ -88,11 +117,7 @@ class ClipModel(nn.Module):
         return ((images - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
 
     def tokenize(self, captions: Sequence[str]) -> torch.Tensor:
-        missing = [c for c in dict.fromkeys(captions) if c not in self._token_cache]
-        if missing:
-            for caption, tokens in zip(missing, self.tokenizer(list(missing))):
-                self._token_cache[caption] = tokens
-        return torch.stack([self._token_cache[c] for c in captions])
+        return self.tokenizer(captions)
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """L2-normalised image embeddings of [0,1] images."""
@@ -291,7 +316,7 @@ def create_model(config: ModelConfig, device: str | torch.device = "cpu", seed: 
             raise ModelLoadError(f"checkpoint {config.pretrained!r} does not match {config.arch}: {len(missing)} missing "
                                  f"keys (e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]}); "
                                  "check model.arch")
-    tokenizer = open_clip.get_tokenizer(config.arch, context_length=config.context_length)
+    tokenizer = token_cache(config.arch, config.context_length)
     mean = getattr(clip.visual, "image_mean", None) or open_clip.OPENAI_DATASET_MEAN
     std = getattr(clip.visual, "image_std", None) or open_clip.OPENAI_DATASET_STD
     size = clip.visual.image_size

@@ -316,3 +316,21 @@ def test_paper_suites_plan_offline_with_cost_estimates(tmp_path):
     assert round(s.attack_common["poison_rate"] * s.data.train.limit) == 1500
     assert s.defense_common["train"] == {"epochs": 10, "batch_size": 64, "lr": 1e-5, "warmup_steps": 50,
                                          "weight_decay": 0.1, "beta2": 0.999, "eps": 1e-8, "num_workers": 8}
+
+
+def test_token_ids_are_memoised_per_tokenizer_across_models_and_capped(monkeypatch):
+    from benchmark.models import ModelConfig, TokenCache, create_model
+
+    a = create_model(ModelConfig(arch="clipbench-micro-rn"), seed=0)
+    b = create_model(ModelConfig(arch="clipbench-micro-rn"), seed=1)
+    assert a.tokenizer is b.tokenizer  # one cache per tokenizer in the process
+    captions = ["a photo of a sneaker.", "a tee.", "a photo of a sneaker."]
+    ids = a.tokenize(captions)
+    assert torch.equal(ids, torch.stack([a.tokenizer.tokenizer([c])[0] for c in captions]))
+    assert torch.equal(b.tokenize(captions), ids)
+    small = TokenCache(a.tokenizer.tokenizer)
+    monkeypatch.setattr(TokenCache, "max_entries", 2)
+    small(["one", "two"])
+    small(["three"])  # over the cap: the cache starts afresh instead of growing
+    assert set(small.ids) == {"three"}
+    assert torch.equal(small(["one", "three"]), torch.stack([a.tokenizer.tokenizer([c])[0] for c in ("one", "three")]))
