@@ -223,8 +223,10 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     from .runner import plan_status
 
     status = plan_status(plan, executor)
-    costs = estimate_cost(plan, status.to_run, executor.cache.root,
-                          lambda role: len(executor.split(role)) if executor.data.config.source == "embedded" else None)
+    from .cost import split_size
+
+    # sizes from the configuration: decoding the splits here would cost the parent ~1.5 s of CPU
+    costs = estimate_cost(plan, status.to_run, executor.cache.root, lambda role: split_size(suite, role))
     if dist is not None and args.executor not in ("auto", "local"):
         raise UsageError(f"--executor {args.executor} cannot be combined with torchrun; torchrun runs every stage itself")
     choice = ExecutorChoice("local" if dist is not None else args.executor, args.jobs, args.address, args.gpus_per_task)

@@ -139,6 +139,21 @@ def run_task(task: Task) -> Outcome:
                        traceback.format_exc(), worker=worker)
 
 
+def warm_worker(spec: WorkerSpec) -> None:
+    """Import the engine and open the data in this worker before its first stage.
+
+    Spawned workers start empty: importing torch, torchvision and open_clip takes ~7 s of
+    one core. Done at pool start, it overlaps the first stage instead of delaying the
+    first stage each worker runs (measured on 2 cores: the second worker's start-up left
+    4.5 s between pre-training and the second poisoned training).
+    """
+    import torch
+
+    torch.set_num_threads(1)
+    _worker_stages(spec)
+    from . import models  # noqa: F401  (open_clip)
+
+
 def _die_with_parent() -> None:
     """Linux: SIGKILL this worker when the parent dies (kill -9 leaves no orphan training)."""
     try:
@@ -210,6 +225,11 @@ class ProcessExecutor:
     def _new_pool(self) -> cf.ProcessPoolExecutor:
         return cf.ProcessPoolExecutor(max_workers=self.slots, mp_context=self._ctx, initializer=_init_worker)
 
+    def warm(self, spec: WorkerSpec) -> None:
+        """Start every worker now and import the engine in it (see :func:`warm_worker`)."""
+        for _ in range(self.slots):
+            self._pool.submit(warm_worker, spec)  # a failure here surfaces in the stage that follows
+
     def submit(self, task: Task) -> cf.Future:
         fut = self._pool.submit(run_task, task)
         fut.task = task  # type: ignore[attr-defined]
@@ -232,7 +252,15 @@ class ProcessExecutor:
         return out
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        """Stop the idle workers. Called when every stage has finished (its artifacts are in the
+        cache), so they are terminated instead of unwinding torch at exit (~2.5 s on 2 cores)."""
+        processes = list(getattr(self._pool, "_processes", {}).values())
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for proc in processes:
+            proc.terminate()
+        for proc in processes:
+            proc.join(timeout=10)
+        self._pool.shutdown(wait=True)
 
     def abort(self) -> None:
         """Stop now (Ctrl-C, SIGTERM): kill the workers; their stages were never stored."""

@@ -33,12 +33,24 @@ def git_commit() -> str | None:
         return None
 
 
+def _open_clip_version() -> str | None:
+    """open_clip's version without importing it (the import takes ~6 s: torchvision, timm)."""
+    import sys
+    from importlib import metadata
+
+    if "open_clip" in sys.modules:
+        return sys.modules["open_clip"].__version__
+    try:
+        return metadata.version("open_clip_torch")
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def provenance(config_hash_: str, cell_key: str) -> dict[str, Any]:
-    import open_clip
     import torch
 
     return {"clipbench": __version__, "git": git_commit(), "torch": torch.__version__,
-            "open_clip": open_clip.__version__, "python": platform.python_version(),
+            "open_clip": _open_clip_version(), "python": platform.python_version(),
             "config_hash": config_hash_, "cell_key": cell_key,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
 
@@ -177,6 +189,8 @@ def run_plan(plan: Plan, executor: StageExecutor, workers: Any = None, worker_sp
     for key in reversed(list(pending)):  # pending is topological: children come later
         rank[key] = (costs.get(key) or 1.0) + max((rank[c] for c in children[key]), default=0.0)
     pool = workers if workers is not None else LocalExecutor(executor)
+    if pending and worker_spec is not None and hasattr(pool, "warm"):
+        pool.warm(worker_spec)  # workers import the engine while the first stage starts
     if pool.slots == 1:  # one stage at a time: plan order (depth-first), so cells finish early and steadily
         rank = {k: 0.0 for k in rank}
     ready = [(-rank[k], order[k], k) for k in pending if missing[k] == 0]

@@ -14,6 +14,8 @@ Measures, in one run, and prints a Markdown table:
   versus a bare torch loop (``encode_image`` / ``encode_text`` / loss / AdamW step) over
   pre-made tensors, on the same model, batch size and thread count; the ratio is the
   engine's overhead (target >= 0.9);
+- **machine speed**: the median 1-thread bare training step at batch 128, so that wall
+  times measured on different machines can be compared;
 - **peak RSS** of the largest process (the run, or one of its worker processes; target <= 3 GB).
 
 Targets (2 cores, embedded default): cold ``--attack all --defense cleanclip`` <= 5 min,
@@ -95,6 +97,39 @@ def throughput(steps: int = 30, batch_size: int = 256, arch: str = "clipbench-ti
     return {"trainer": max(t), "bare": max(b), "ratio": max(t) / max(b), "threads": torch.get_num_threads()}
 
 
+def machine_speed(steps: int = 20, batch_size: int = 128, arch: str = "clipbench-tiny-rn") -> float:
+    """Milliseconds per bare training step on one thread (batch 128, the poisoned-training
+    batch): a speed index of this machine, so that wall times from different machines can be
+    compared (the same code ran 1.3x slower on one 2-core VM than on another)."""
+    import torch
+
+    from benchmark.data.embedded import load_split
+    from benchmark.losses import clip_loss
+    from benchmark.models import ModelConfig, create_model
+    from benchmark.train import TrainConfig, make_optimizer
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        data = load_split("poison").subset(range(steps * batch_size))
+        model = create_model(ModelConfig(arch=arch), seed=0).train()
+        images = [data.images[i * batch_size:(i + 1) * batch_size].float().div(255) for i in range(steps)]
+        tokens = [model.tokenize(data.captions[i * batch_size:(i + 1) * batch_size]) for i in range(steps)]
+        opt = make_optimizer(model, TrainConfig(epochs=1, batch_size=batch_size, lr=2e-3), torch.device("cpu"))
+        times = []
+        for x, t in zip(images, tokens):
+            start = time.perf_counter()
+            loss = clip_loss(model.encode_image(x), model.encode_text(t), model.logit_scale.exp())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            times.append(time.perf_counter() - start)
+        times = sorted(times[3:])  # skip warm-up; median
+        return 1000 * times[len(times) // 2]
+    finally:
+        torch.set_num_threads(threads)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--attack", default="all")
@@ -105,7 +140,9 @@ def main() -> int:
     p.add_argument("--keep", type=Path, default=None, help="keep the cache/results in this folder")
     args = p.parse_args()
     rows: list[tuple[str, str]] = [("load average before", " ".join(f"{x:.2f}" for x in os.getloadavg())),
-                                   ("cores", str(len(os.sched_getaffinity(0))))]
+                                   ("cores", str(len(os.sched_getaffinity(0)))),
+                                   ("machine speed: bare 1-thread training step, batch 128 (median)",
+                                    f"{machine_speed():.0f} ms")]
     if args.only in (None, "throughput"):
         tp = throughput()
         rows += [("trainer samples/s", f"{tp['trainer']:.0f}"), ("bare-loop samples/s", f"{tp['bare']:.0f}"),
