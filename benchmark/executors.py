@@ -137,6 +137,9 @@ def run_task(task: Task) -> Outcome:
     except Exception as exc:  # reported to the runner, which fails the dependent cells
         return Outcome(task.node.key, False, time.perf_counter() - start, type(exc).__name__, str(exc),
                        traceback.format_exc(), worker=worker)
+    finally:
+        if _IN_POOL_WORKER:
+            _exit_fast_at_exit()
 
 
 def warm_worker(spec: WorkerSpec) -> None:
@@ -153,6 +156,9 @@ def warm_worker(spec: WorkerSpec) -> None:
     _worker_stages(spec)
     from . import models  # noqa: F401  (open_clip)
 
+    if _IN_POOL_WORKER:
+        _exit_fast_at_exit()
+
 
 def _die_with_parent() -> None:
     """Linux: SIGKILL this worker when the parent dies (kill -9 leaves no orphan training)."""
@@ -168,9 +174,41 @@ def _die_with_parent() -> None:
         pass
 
 
+def _exit_now() -> None:
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
+    os._exit(0)
+
+
+def _exit_fast_at_exit() -> None:
+    """A pool worker skips the interpreter's teardown when the pool shuts it down.
+
+    Unloading torch, torchvision and open_clip at exit takes ~2 s a process (measured: 2.1 s
+    with them imported, 0.08 s without the teardown), all after the last stage finished.
+    Everything a stage makes is in the cache (atomic writes) and its outcome was sent
+    before the worker exits, so nothing is lost. Re-registered after each stage so that it
+    runs first (``atexit`` is last-in, first-out). Only pool workers do this: a Ray worker's
+    exit belongs to Ray.
+    """
+    import atexit
+
+    atexit.unregister(_exit_now)
+    atexit.register(_exit_now)
+
+
+_IN_POOL_WORKER = False  # set by the local pool's worker initializer
+
+
 def _init_worker() -> None:
     import signal
 
+    global _IN_POOL_WORKER
+    _IN_POOL_WORKER = True
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
 
@@ -252,15 +290,7 @@ class ProcessExecutor:
         return out
 
     def close(self) -> None:
-        """Stop the idle workers. Called when every stage has finished (its artifacts are in the
-        cache), so they are terminated instead of unwinding torch at exit (~2.5 s on 2 cores)."""
-        processes = list(getattr(self._pool, "_processes", {}).values())
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        for proc in processes:
-            proc.terminate()
-        for proc in processes:
-            proc.join(timeout=10)
-        self._pool.shutdown(wait=True)
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
     def abort(self) -> None:
         """Stop now (Ctrl-C, SIGTERM): kill the workers; their stages were never stored."""

@@ -205,3 +205,32 @@ def test_seed_aggregate_is_mean_std_and_t_interval():
     half = stats.t.ppf(0.975, 2) * 0.1 / 3 ** 0.5
     assert abs(row.asr_ci_low - max(0.0, 0.2 - half)) < 1e-12 and abs(row.asr_ci_high - (0.2 + half)) < 1e-12
     assert row.ra_std == 0 and row.ra_ci_low == row.ra_ci_high == 0.5
+
+
+def test_result_provenance_names_open_clip_without_importing_it():
+    """The parent writes every result's provenance while workers train: importing open_clip
+    there (torchvision, timm: ~6 s of CPU) would take that time from the running stages."""
+    code = ("import sys; from benchmark.runner import provenance; p = provenance('h', 'k'); "
+            "import importlib.metadata as m; "
+            "assert p['open_clip'] == m.version('open_clip_torch'), p; "
+            "assert 'open_clip' not in sys.modules, 'provenance imported open_clip'; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_a_warmed_process_pool_runs_its_stages_and_stops_its_workers(tmp_path):
+    plan, stages, spec = _setup(tmp_path, ["badnet"], ["none"])
+    pool = ProcessExecutor(2)
+    workers: list = []
+    close = pool.close
+
+    def recording_close() -> None:
+        workers.extend(pool._pool._processes.values())
+        close()
+
+    pool.close = recording_close  # type: ignore[method-assign]
+    report = run_plan(plan, stages, pool, spec)  # warms both workers, then runs the DAG
+    assert not report.failed and len(report.results) == 1
+    assert report.results[0]["status"] == "ok"
+    assert len(workers) == 2, "the pool should have started both workers"
+    assert [w.exitcode for w in workers] == [0, 0], "the workers should have exited cleanly at close()"
