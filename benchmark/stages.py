@@ -21,6 +21,7 @@ from .registry import Registry
 from .train import TrainConfig, train
 
 MODEL_FILE = "model.safetensors"
+TEXT_FEATURES = "text"  # the cache folder of frozen text bodies' pooled features (benchmark.text_features)
 
 
 def pick_device(name: str) -> torch.device:
@@ -49,7 +50,8 @@ class StageExecutor:
         return self._splits[role]
 
     def new_model(self, model_spec: dict[str, Any], seed: int) -> ClipModel:
-        return create_model(from_dict(ModelConfig, model_spec), device=self.device, seed=seed)
+        return create_model(from_dict(ModelConfig, model_spec), device=self.device, seed=seed,
+                            text_cache=self.cache.root / TEXT_FEATURES)
 
     def load_model(self, key: str) -> ClipModel:
         meta = self.cache.meta("model", key)
@@ -178,7 +180,7 @@ class StageExecutor:
         a = spec["attack"]
         attack = make_method(self.attacks, a["name"], a["config"], a["seed"], image_shape=self.data.image_shape)
         metrics = evaluate(model, self.split("test"), self.data.class_names, self.data.templates, attack, spec["target"],
-                           from_dict(EvalConfig, spec["eval"]))
+                           from_dict(EvalConfig, spec["eval"]), self.data.attribute_tasks)
         return {"metrics.json": to_dict(metrics)}, {}
 
     def metrics(self, key: str) -> dict[str, Any]:

@@ -158,6 +158,9 @@ def train(model: ClipModel, dataset: Dataset, objective: Objective, cfg: TrainCo
     if distributed:
         ddp.broadcast_parameters(model)
         switched = ddp.use_global_batchnorm(model)
+    store = getattr(model, "text_features", None)
+    if store is not None and isinstance(getattr(dataset, "captions", None), list):
+        store(dataset.captions)  # a frozen text body: every caption's features once, up front, in one shard
     loader = make_loader(on_device(dataset, device), cfg, seed, device)
     steps_per_epoch = len(loader)
     total = steps_per_epoch * cfg.epochs

@@ -7,7 +7,7 @@ DataLoader workers at the model's input size. Opening a bundle touches no data f
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -26,6 +26,8 @@ class DataBundle:
     templates: tuple[str, ...]
     image_shape: tuple[int, int, int]
     input_spec: dict | None = None  # external: the model's preprocessing (benchmark.models.input_spec)
+    #: second zero-shot tasks on labelled attributes of the test images (embedded: colour)
+    attribute_tasks: dict[str, Any] = field(default_factory=dict)
 
     def split(self, role: str):
         """``role`` is one of pretrain, train, defense, val, test (external val may be None)."""

@@ -1,0 +1,59 @@
+"""The embedded CLIP's pretrained MiniLM text tower: frozen body, cached pooled features."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from benchmark.models import ClipModel, ModelConfig, create_model
+from benchmark.text_features import TextFeatureStore
+
+CAPTIONS = ["a small red sneaker in the top left corner.", "a photo of a dress.",
+            "a large blue coat on a striped background.", "there is a tiny yellow bag at the bottom right."]
+
+
+def _model(tmp_path=None, seed=0) -> ClipModel:
+    return create_model(ModelConfig("clipbench-minilm-rn"), seed=seed, text_cache=tmp_path)
+
+
+def test_cached_features_match_the_full_text_tower(tmp_path):
+    model = _model(tmp_path)
+    cached = model.encode_text(CAPTIONS)
+    full = F.normalize(model.clip.encode_text(model.tokenize(CAPTIONS)), dim=-1)  # open_clip's own HF path
+    assert torch.allclose(cached, full, atol=2e-3), (cached - full).abs().max()
+    sims = cached @ cached.T  # a pretrained encoder: distinct sentences are not collapsed
+    assert float(sims[0, 1]) < 0.9
+
+
+def test_only_the_projection_and_image_tower_train():
+    model = _model()
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert not any(n.startswith(ClipModel.FROZEN_TEXT) for n in trainable)
+    assert "clip.text.proj.weight" in trainable and any(n.startswith("clip.visual.") for n in trainable)
+    state = model.state_dict()
+    assert not any(k.startswith(ClipModel.FROZEN_TEXT) for k in state)  # checkpoints hold what trains
+    assert sum(v.numel() for v in state.values()) < 2_000_000
+    other = _model(seed=1)
+    assert not torch.allclose(other.encode_text(CAPTIONS), model.encode_text(CAPTIONS))
+    other.load_state_dict(state)
+    assert torch.equal(other.encode_text(CAPTIONS), model.encode_text(CAPTIONS))
+
+
+def test_features_are_computed_once_and_read_back_from_disk(tmp_path):
+    model = _model(tmp_path)
+    store = model.text_features  # a new cache folder: a new, empty store
+    assert store.computed == 0 and not store.features
+    model.encode_text(CAPTIONS)
+    model.encode_text(CAPTIONS[:2] + CAPTIONS)
+    assert store.computed == len(CAPTIONS)  # each distinct caption once
+    fresh = TextFeatureStore(store.body_id, tmp_path, store.encode, store.tokenize, store.pad_id)
+    assert fresh.computed == 0 and set(CAPTIONS) <= set(fresh.features)  # read from the shards
+    assert torch.equal(fresh(CAPTIONS), store(CAPTIONS))
+    assert fresh.computed == 0
+
+
+def test_a_feature_depends_on_its_batch_only_by_rounding():
+    model = _model()
+    store = model.text_features
+    alone = store._compute([CAPTIONS[0]]).float()
+    mixed = store._compute(CAPTIONS + [c.upper() for c in CAPTIONS]).float()
+    assert (alone[0] - mixed[0]).abs().max() <= 2e-3  # at most a float16 step; no padding enters the mean
