@@ -94,6 +94,11 @@ class Objective:
     def on_epoch_start(self, model: "ClipModel", epoch: int, ctx: StepContext) -> None:
         """Called before each (1-indexed) epoch."""
 
+    def diagnostics(self) -> dict:
+        """Measurements of the mechanism the objective relies on (JSON-able), recorded with
+        the trained model and in the cell's result; ``{}`` when there is nothing to report."""
+        return {}
+
     def __call__(self, model: "ClipModel", batch: "Batch", ctx: StepContext) -> LossOutput:
         raise NotImplementedError
 

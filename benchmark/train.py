@@ -66,6 +66,7 @@ class TrainStats:
     samples_per_s: float = 0.0
     loss_history: list[float] = field(default_factory=list)  # mean loss per epoch
     step_losses: list[float] = field(default_factory=list)  # loss of every step (not stored in the cache)
+    diagnostics: dict = field(default_factory=dict)  # the objective's mechanism measurements (Objective.diagnostics)
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -205,6 +206,7 @@ def train(model: ClipModel, dataset: Dataset, objective: Objective, cfg: TrainCo
                 advance(1, loss=running / count)
             stats.loss_history.append(running / max(1, count))
     stats.steps = ctx.step
+    stats.diagnostics = objective.diagnostics()
     stats.seconds = time.perf_counter() - start
     stats.samples_per_s = samples / max(stats.seconds, 1e-9)
     ddp.restore_batchnorm(switched)

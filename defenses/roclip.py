@@ -31,7 +31,8 @@ methods.md 4.3, as implemented here:
   of ~10% of the side and, documented scaling, SimCLR's sigma range (0.1, 2) px at 224
   px scaled to the side like the kernel (``blur_scaled``);
   :func:`defenses.image_augment.simclr_augment`),
-  captions EDA (alpha 0.1, fresh each step; :mod:`defenses.text_augment`).
+  captions EDA (alpha 0.1, drawn once per caption, as the reference code does at load
+  time; :mod:`defenses.text_augment`).
 - Embedded suite: the image view is switched off and EDA kept (``image_aug``/``text_aug``),
   chosen on the val split within the issue's 3-point CA budget: the SimCLR view is what
   removes the backdoor there (val ASR < 1%) but costs 15-21 points of clean accuracy on the
@@ -131,7 +132,8 @@ class CaptionPool:
 class RoCLIPObjective(Objective):
     """Plain CLIP loss in ordinary epochs, nearest-neighbour caption matching every K-th."""
 
-    def __init__(self, config: RoCLIPConfig, seed: int, num_samples: int | None = None, prefill_data=None):
+    def __init__(self, config: RoCLIPConfig, seed: int, num_samples: int | None = None, prefill_data=None,
+                 train_data=None):
         from defenses.text_augment import CaptionAugmenter, EDAConfig, load_lexicon
 
         self.config = config
@@ -141,8 +143,12 @@ class RoCLIPObjective(Objective):
         self.prefill_data = prefill_data
         self.matching = False
         self.last_retrieved_ids: torch.Tensor | None = None  # sample ids of the captions last retrieved
+        # EDA once per caption, as the reference code draws it at load time
         self.text_augmenter = (CaptionAugmenter(seed, load_lexicon(config.wordnet), EDAConfig(alpha=config.eda_alpha),
-                                                mode="per_step") if config.text_aug else None)
+                                                mode="once") if config.text_aug else None)
+        self.train_data = train_data
+        #: per matching epoch, what the poisoned images retrieved (the mechanism, measured)
+        self.retrieval: dict[int, dict] = {}
 
     def is_matching_epoch(self, epoch: int) -> bool:
         return epoch % self.config.match_every == 0
@@ -156,6 +162,32 @@ class RoCLIPObjective(Objective):
 
     def on_epoch_start(self, model, epoch: int, ctx: StepContext) -> None:
         self.matching = self.is_matching_epoch(epoch)
+
+    def _record(self, epoch: int, index: torch.Tensor, retrieved_ids: torch.Tensor) -> None:
+        """Count, for the batch's poisoned images, the classes of the pairs whose captions they retrieved."""
+        data = self.train_data
+        if data is None or getattr(data, "poisoned", None) is None:
+            return
+        queries = data.poisoned[index.cpu()]
+        if not bool(queries.any()):
+            return
+        got = retrieved_ids[queries]
+        entry = self.retrieval.setdefault(epoch, {"poisoned_images": 0, "retrieved_poisoned": 0,
+                                                  "retrieved_label_counts": {}})
+        entry["poisoned_images"] += int(queries.sum())
+        from_poison = data.poisoned[got]
+        entry["retrieved_poisoned"] += int(from_poison.sum())
+        counts = entry["retrieved_label_counts"]
+        for label in data.labels[got[~from_poison]].tolist():
+            counts[str(label)] = counts.get(str(label), 0) + 1
+
+    def diagnostics(self) -> dict:
+        """Per matching epoch: how many poisoned images retrieved a poisoned pair's caption, and
+        the classes of the clean pairs whose captions the others retrieved (the runner turns
+        these into the fraction that retrieved a caption naming the target class)."""
+        if not self.retrieval:
+            return {}
+        return {"roclip_retrieval": [{"epoch": e, **v} for e, v in sorted(self.retrieval.items())]}
 
     @torch.no_grad()
     def _prefill(self, model) -> None:
@@ -176,7 +208,8 @@ class RoCLIPObjective(Objective):
         if self.config.image_aug:
             images = simclr_augment(images, ctx.generator, crop_scale=(self.config.crop_scale_min, 1.0),
                                     blur_sigma=None if self.config.blur_scaled else (0.1, 2.0))
-        captions = self.text_augmenter(batch.captions) if self.text_augmenter is not None else list(batch.captions)
+        captions = (self.text_augmenter(batch.captions, batch.index.tolist()) if self.text_augmenter is not None
+                    else list(batch.captions))
         scale = model.logit_scale.exp()
         if not self.matching:
             img, txt = model(images, captions)
@@ -197,6 +230,7 @@ class RoCLIPObjective(Objective):
             retrieved = self.pool.emb[slots]
             retrieved_captions = [self.pool.captions[s] for s in slots.tolist()]
             self.last_retrieved_ids = self.pool.ids[slots.cpu()].clone()
+            self._record(ctx.epoch, batch.index, self.last_retrieved_ids)
             loss = clip_loss(img, retrieved, scale, self.targets(retrieved_captions, img.device))
             parts = {"match": float(loss.detach())}
         self.pool.enqueue(txt, captions, batch.index)
@@ -214,4 +248,4 @@ class RoCLIP(Defense):
     def objective(self, ctx: DefenseContext) -> Objective:
         data = ctx.train_data
         return RoCLIPObjective(self.config, self.seed, len(data) if data is not None else None,
-                               data if self.config.prefill else None)
+                               data if self.config.prefill else None, train_data=data)

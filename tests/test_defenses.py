@@ -162,6 +162,30 @@ def test_roclip_never_retrieves_from_the_current_batch_and_text_tower_gets_no_gr
     assert any(p.grad is not None and p.grad.any() for n, p in model.clip.named_parameters() if not n.startswith("visual."))
 
 
+def test_roclip_records_what_the_poisoned_images_retrieve(data):
+    from defenses.roclip import RoCLIPConfig, RoCLIPObjective
+
+    poisoned = data.subset(range(len(data)))
+    poisoned.poisoned[:10] = True
+    model = _micro().train()
+    obj = RoCLIPObjective(RoCLIPConfig(match_every=1, pool_min_batches=2), seed=0, num_samples=len(poisoned),
+                          prefill_data=poisoned, train_data=poisoned)
+    obj.on_epoch_start(model, 1, _step(1))
+    first = None
+    for b in range(3):
+        batch = _batch(poisoned, range(24 * b, 24 * (b + 1)))
+        obj(model, batch, _step(1))
+        if first is None:  # the 10 poisoned pairs are all in the first batch
+            first = obj.last_retrieved_ids[poisoned.poisoned[batch.index]]
+    (entry,) = obj.diagnostics()["roclip_retrieval"]
+    assert entry["epoch"] == 1 and entry["poisoned_images"] == 10
+    assert entry["retrieved_poisoned"] + sum(entry["retrieved_label_counts"].values()) == 10
+    assert entry["retrieved_poisoned"] == int(poisoned.poisoned[first].sum())
+    clean = first[~poisoned.poisoned[first]]
+    assert entry["retrieved_label_counts"] == {str(k): int((poisoned.labels[clean] == k).sum())
+                                               for k in poisoned.labels[clean].unique().tolist()}
+
+
 def test_roclip_pool_is_a_fraction_of_the_data():
     from defenses.roclip import RoCLIPConfig, RoCLIPObjective
 
