@@ -3,8 +3,9 @@
 EDA (synonym replacement / insertion) and TA-Cleaner (parts of speech) look words up in
 WordNet. The embedded default must run without WordNet installed, so this script
 computes, from full WordNet 3.0 through NLTK, the synonyms (EDA's ``get_synonyms``) and
-parts of speech of every word that can occur in an embedded caption: the training and
-zero-shot templates, every class synonym and the modifiers (EDA is applied once, to an
+parts of speech of every word that can occur in an embedded caption: every fixed piece
+of caption text (``benchmark.data.captions.CAPTION_PHRASES``: sentence frames, zero-shot
+and colour templates, class synonyms, attribute phrases; EDA is applied once, to an
 original caption, so no other word is ever looked up). The JSON is shipped as package
 data. Rebuild with::
 
@@ -17,19 +18,15 @@ import argparse
 import json
 from pathlib import Path
 
-from benchmark.data.captions import CLASS_SYNONYMS, MODIFIERS, TRAIN_TEMPLATES, ZERO_SHOT_TEMPLATES
+from benchmark.data.captions import CAPTION_PHRASES
 from defenses.text_augment import SUBSET_PATH, caption_words, full_pos, full_synonyms, nltk_wordnet
 
 
 def embedded_vocabulary() -> list[str]:
-    """Every word of every embedded caption (templates x names x modifiers)."""
+    """Every word of every embedded caption (frames, templates, names, attribute phrases)."""
     words: set[str] = set()
-    for template in TRAIN_TEMPLATES + ZERO_SHOT_TEMPLATES:
-        words.update(caption_words(template.replace("{}", " ")))
-    for names in CLASS_SYNONYMS:
-        for name in names:
-            words.update(caption_words(name))
-    words.update(MODIFIERS)
+    for phrase in CAPTION_PHRASES:
+        words.update(caption_words(phrase.replace("{pronoun}", " ").replace("{}", " ")))
     return sorted(words)
 
 

@@ -66,6 +66,9 @@ class TensorPairs(PairDataset):
     labels: torch.Tensor
     class_names: tuple[str, ...] | None = None
     poisoned: torch.Tensor | None = field(default=None)  # bool mask, set by attacks
+    #: per-image integer labels of what the image shows beyond its class (the embedded world:
+    #: colour, size, position, background, mirrored; :mod:`benchmark.data.world`); None for external data
+    attributes: dict[str, torch.Tensor] | None = field(default=None)
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
@@ -75,6 +78,9 @@ class TensorPairs(PairDataset):
             raise ValueError(f"{n} images but {len(self.captions)} captions and {len(self.labels)} labels")
         if self.poisoned is None:
             self.poisoned = torch.zeros(n, dtype=torch.bool)
+        for name, values in (self.attributes or {}).items():
+            if len(values) != n:
+                raise ValueError(f"attribute {name!r} has {len(values)} values for {n} images")
 
     def __len__(self) -> int:
         return len(self.images)
@@ -93,8 +99,9 @@ class TensorPairs(PairDataset):
 
     def subset(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> "TensorPairs":
         idx = torch.as_tensor(np.asarray(indices), dtype=torch.long)
+        attributes = None if self.attributes is None else {k: v[idx] for k, v in self.attributes.items()}
         return TensorPairs(self.images[idx], [self.captions[i] for i in idx.tolist()], self.labels[idx],
-                           self.class_names, self.poisoned[idx])
+                           self.class_names, self.poisoned[idx], attributes)
 
 
 def batch_collate(batch: Batch | Sequence) -> Batch:

@@ -1,7 +1,13 @@
-"""The embedded Fashion-MNIST subset shipped inside the package (no download).
+"""The embedded world shipped inside the package (no download): RGB 32x32 scenes.
 
-Built by :mod:`benchmark.data.build_embedded` from the original idx files; see that
-module for the split sizes. Images are stored as one xz-compressed uint8 array.
+Two files in ``embedded/``: ``images.u8.xz``, the Fashion-MNIST items (28x28 grey uint8,
+built by :mod:`benchmark.data.build_embedded`; split sizes there), and
+``world.json.xz``, the attribute table and captions (built by
+:mod:`benchmark.data.build_world`). :func:`load_split` composes a split's images from
+both (:func:`benchmark.data.world.compose`: colour, size, position, background,
+mirroring; about 0.3 s of CPU for the 14,000 pre-training images) and returns them with
+their captions (:mod:`benchmark.data.captions`), garment labels and per-image attribute
+labels. Both files are checked against their SHA-256.
 """
 from __future__ import annotations
 
@@ -14,11 +20,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .build_world import SPLITS, WORLD_FILE, body_digest, caption_stream
 from .captions import CLASS_NAMES, make_captions
 from .dataset import TensorPairs
+from .world import ATTRIBUTES, TABLE_COLUMNS, compose
 
 EMBEDDED_DIR = Path(__file__).parent / "embedded"
-SPLITS = ("pretrain", "poison", "defense", "val", "test")
 
 
 class EmbeddedDataError(RuntimeError):
@@ -27,6 +34,7 @@ class EmbeddedDataError(RuntimeError):
 
 @lru_cache(maxsize=1)
 def _load_all(directory: str = str(EMBEDDED_DIR)) -> tuple[np.ndarray, dict]:
+    """The shipped items ``(N, 28, 28)`` uint8 and their index."""
     folder = Path(directory)
     try:
         index = json.loads((folder / "index.json").read_text())
@@ -39,18 +47,47 @@ def _load_all(directory: str = str(EMBEDDED_DIR)) -> tuple[np.ndarray, dict]:
     if hashlib.sha256(raw).hexdigest() != index["sha256"]:
         raise EmbeddedDataError(f"embedded data in {folder} fails its checksum; rebuild with `python -m benchmark.data.build_embedded`")
     h, w = index["shape"]
-    images = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 1, h, w)
-    return images, index
+    return np.frombuffer(raw, dtype=np.uint8).reshape(-1, h, w), index
+
+
+@lru_cache(maxsize=1)
+def _load_world(directory: str = str(EMBEDDED_DIR)) -> dict:
+    """The attribute table and captions (``world.json.xz``), checked against its SHA-256 and the items."""
+    folder = Path(directory)
+    fix = "reinstall clipbench or rebuild it with `python -m benchmark.data.build_world`"
+    try:
+        world = json.loads(lzma.decompress((folder / WORLD_FILE).read_bytes()))
+    except (OSError, lzma.LZMAError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise EmbeddedDataError(f"embedded world table {folder / WORLD_FILE} is missing or corrupt ({exc}); {fix}") from exc
+    digest = world.pop("sha256", None)
+    if digest != body_digest(world):
+        raise EmbeddedDataError(f"embedded world table {folder / WORLD_FILE} fails its checksum; {fix}")
+    _, index = _load_all(directory)
+    if world["items_sha256"] != index["sha256"]:
+        raise EmbeddedDataError(f"embedded world table {folder / WORLD_FILE} was built for other items than "
+                                f"{folder / 'images.u8.xz'}; {fix}")
+    return world
+
+
+def split_table(split: str, directory: str = str(EMBEDDED_DIR)) -> dict[str, np.ndarray]:
+    """The attribute table of one split: int64 columns :data:`benchmark.data.world.TABLE_COLUMNS`."""
+    table = _load_world(directory)["splits"][split]["table"]
+    return {c: np.asarray(table[c], dtype=np.int64) for c in TABLE_COLUMNS}
 
 
 def load_split(split: str, caption_seed: int = 0) -> TensorPairs:
-    """One embedded split as a :class:`TensorPairs` with seeded template captions."""
+    """One embedded split: RGB 32x32 uint8 images, captions, garment labels and attribute labels."""
     if split not in SPLITS:
         raise KeyError(f"unknown embedded split {split!r}; choose from {', '.join(SPLITS)}")
-    images, index = _load_all()
+    items, index = _load_all()
+    world = _load_world()
     info = index["splits"][split]
-    block = images[info["offset"] : info["offset"] + info["count"]]
     labels = np.asarray(info["labels"], dtype=np.int64)
-    # A split-specific caption stream: the same images always get the same captions.
-    seed = caption_seed * 1000 + SPLITS.index(split)
-    return TensorPairs(torch.from_numpy(block.copy()), make_captions(labels, seed), torch.from_numpy(labels), CLASS_NAMES)
+    table = split_table(split)
+    images = compose(items[info["offset"] : info["offset"] + info["count"]], table)
+    if caption_seed == 0:
+        captions = list(world["splits"][split]["captions"])
+    else:
+        captions = make_captions(labels, caption_stream(caption_seed, split), table)
+    attributes = {k: torch.from_numpy(table[k]) for k in ATTRIBUTES}
+    return TensorPairs(torch.from_numpy(images), captions, torch.from_numpy(labels), CLASS_NAMES, attributes=attributes)

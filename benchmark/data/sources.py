@@ -101,7 +101,7 @@ def _auto_templates(classes: Any) -> str:
 def open_data(config: Any, model: Any = None) -> DataBundle:
     """The bundle of a suite's ``data`` config; ``model`` (a ModelConfig) sets the input size of external data."""
     if config.source == "embedded":
-        return DataBundle(config, CLASS_NAMES, ZERO_SHOT_TEMPLATES, (1, 28, 28))
+        return DataBundle(config, CLASS_NAMES, ZERO_SHOT_TEMPLATES, (3, 32, 32))
     if config.source == "external":
         from ..models import ModelConfig, input_spec
         from .zeroshot import class_preset, templates
