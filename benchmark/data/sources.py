@@ -101,7 +101,11 @@ def _auto_templates(classes: Any) -> str:
 def open_data(config: Any, model: Any = None) -> DataBundle:
     """The bundle of a suite's ``data`` config; ``model`` (a ModelConfig) sets the input size of external data."""
     if config.source == "embedded":
-        return DataBundle(config, CLASS_NAMES, ZERO_SHOT_TEMPLATES, (3, 32, 32))
+        from ..evaluate import AttributeTask
+        from .captions import COLOUR_NAMES, COLOUR_TEMPLATES
+
+        return DataBundle(config, CLASS_NAMES, ZERO_SHOT_TEMPLATES, (3, 32, 32),
+                          attribute_tasks={"colour": AttributeTask(COLOUR_NAMES, COLOUR_TEMPLATES)})
     if config.source == "external":
         from ..models import ModelConfig, input_spec
         from .zeroshot import class_preset, templates
