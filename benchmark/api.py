@@ -12,8 +12,6 @@ Each method declares a typed ``Config`` dataclass whose defaults are its paper's
 from __future__ import annotations
 
 import enum
-import hashlib
-import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
@@ -23,6 +21,7 @@ import torch
 from .config import check, to_dict
 from .data.captions import ZERO_SHOT_TEMPLATES, target_captions
 from .data.dataset import TensorPairs, to_uint8
+from .data.digest import pairs_digest
 from .losses import ClipObjective, Objective
 from .models import ClipModel
 from .progress import Reporter
@@ -207,16 +206,6 @@ class Attack:
             captions[i] = c
         poisoned[index] = True
         return PoisonedSet(TensorPairs(images, captions, data.labels.clone(), data.class_names, poisoned), manifest)
-
-
-def pairs_digest(data: TensorPairs) -> str:
-    """``sha256:<hex>`` of a dataset's images, captions, labels and poisoned mask (bit for bit)."""
-    h = hashlib.sha256()
-    for t in (data.images, data.labels.to(torch.int64), data.poisoned.to(torch.uint8)):
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.contiguous().numpy().tobytes())
-    h.update(json.dumps(list(data.captions)).encode())
-    return "sha256:" + h.hexdigest()
 
 
 # --------------------------------------------------------------------------- defenses

@@ -219,11 +219,10 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         print_plan(plan, executor, console)
         return 0
     from .executors import ExecutorChoice, WorkerSpec, make_executor
-    from .plan import estimate_cost
     from .runner import plan_status
 
     status = plan_status(plan, executor)
-    from .cost import split_size
+    from .cost import estimate_cost, split_size
 
     # sizes from the configuration: decoding the splits here would cost the parent ~1.5 s of CPU
     costs = estimate_cost(plan, status.to_run, executor.cache.root, lambda role: split_size(suite, role))

@@ -32,7 +32,8 @@ from typing import Any, Callable
 
 import torch
 
-from .api import Attack, AttackContext, PoisonedSet, pairs_digest
+from .api import Attack, AttackContext, PoisonedSet
+from .data.digest import pairs_digest
 from .config import from_dict
 from .data.dataset import TensorPairs
 from .models import ClipModel

@@ -78,7 +78,6 @@ def save_preview(attacks: Sequence[str], out: str | Path, suite: Any = None, see
                  registry: Any = None, per_row: int = 8) -> Path:
     """Render the preview of ``attacks`` (registry names) for ``suite`` (default: embedded)."""
     from .data.sources import open_data
-    from .plan import make_method
     from .registry import attack_registry
     from .suite import load_suite
 
@@ -89,7 +88,7 @@ def save_preview(attacks: Sequence[str], out: str | Path, suite: Any = None, see
     rows: list[tuple[str, torch.Tensor]] = []
     clean = None
     for name in attacks:
-        attack = make_method(registry, name, suite.attack_overrides(name), seed, image_shape=data.image_shape)
+        attack = registry.build(name, suite.attack_overrides(name), seed, image_shape=data.image_shape)
         target = data.target_index(attack.config.target)
         images = preview_images(test, target, per_row)
         if clean is None or not torch.equal(clean, images):
@@ -103,7 +102,6 @@ def save_preview(attacks: Sequence[str], out: str | Path, suite: Any = None, see
 def summary(attacks: Sequence[str], suite: Any = None, seed: int = 0, registry: Any = None) -> dict[str, dict[str, float]]:
     """Per attack: mean and max |T(x) - x| over the preview images (uint8 units / 255)."""
     from .data.sources import open_data
-    from .plan import make_method
     from .registry import attack_registry
     from .suite import load_suite
 
@@ -113,7 +111,7 @@ def summary(attacks: Sequence[str], suite: Any = None, seed: int = 0, registry: 
     test = data.split("test")
     out = {}
     for name in attacks:
-        attack = make_method(registry, name, suite.attack_overrides(name), seed, image_shape=data.image_shape)
+        attack = registry.build(name, suite.attack_overrides(name), seed, image_shape=data.image_shape)
         images = preview_images(test, data.target_index(attack.config.target))
         d = (to_uint8(attack.apply(images.float() / 255)).float() - images.float()).abs() / 255
         out[name] = {"mean_abs_change": float(d.mean()), "max_abs_change": float(np.max(d.numpy()))}

@@ -296,9 +296,8 @@ def print_plan(plan: Plan, executor: StageExecutor, console: Any) -> PlanStatus:
     """``clipbench run --dry-run``: stages to run, cache hits and the estimated cost."""
     from rich.table import Table
 
-    from .cost import split_size
+    from .cost import estimate_cost, split_size
     from .executors import available_cores
-    from .plan import estimate_cost
 
     status = plan_status(plan, executor)
     embedded = getattr(executor.data.config, "source", None) == "embedded"

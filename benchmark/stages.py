@@ -15,7 +15,7 @@ from .data.sources import DataBundle
 from .evaluate import EvalConfig, evaluate
 from .losses import ClipObjective
 from .models import ClipModel, ModelConfig, create_model
-from .plan import Node, make_method
+from .plan import Node
 from .progress import Reporter
 from .registry import Registry
 from .train import TrainConfig, train
@@ -121,7 +121,7 @@ class StageExecutor:
     def _run_poison(self, node: Node):
         spec = node.spec
         a = spec["attack"]
-        attack = make_method(self.attacks, a["name"], a["config"], a["seed"], image_shape=tuple(spec["image_shape"]))
+        attack = self.attacks.build(a["name"], a["config"], a["seed"], image_shape=tuple(spec["image_shape"]))
         reference = (lambda: self.load_model(node.deps[0])) if node.deps else None
         ctx = AttackContext(self.data.class_names, spec["target"], a["seed"], self.device, reference,
                             self.data.templates, self.reporter)
@@ -154,7 +154,7 @@ class StageExecutor:
         objective = ClipObjective()
         if spec["objective"] is not None:
             d = spec["objective"]
-            defense = make_method(self.defenses, d["name"], d["config"], d["seed"])
+            defense = self.defenses.build(d["name"], d["config"], d["seed"])
             objective = defense.objective(DefenseContext(self.data.class_names, d["seed"], device=self.device,
                                                          reporter=self.reporter, stage_name=node.label, train_data=data))
         stats = train(model, data, objective, from_dict(TrainConfig, spec["train"]), seed=spec["seed"],
@@ -165,7 +165,7 @@ class StageExecutor:
         d = node.spec["defense"]
         (parent,) = node.deps
         model = self.load_model(parent)
-        defense = make_method(self.defenses, d["name"], d["config"], d["seed"])
+        defense = self.defenses.build(d["name"], d["config"], d["seed"])
         ctx = DefenseContext(self.data.class_names, d["seed"], clean_data=self.split("defense"), val_data=self.split("val"),
                              device=self.device, reporter=self.reporter, stage_name=node.label)
         stats = defense.defend(model, ctx)
@@ -176,7 +176,7 @@ class StageExecutor:
         (model_key,) = node.deps
         model = self.load_model(model_key)
         a = spec["attack"]
-        attack = make_method(self.attacks, a["name"], a["config"], a["seed"], image_shape=self.data.image_shape)
+        attack = self.attacks.build(a["name"], a["config"], a["seed"], image_shape=self.data.image_shape)
         metrics = evaluate(model, self.split("test"), self.data.class_names, self.data.templates, attack, spec["target"],
                            from_dict(EvalConfig, spec["eval"]))
         return {"metrics.json": to_dict(metrics)}, {}

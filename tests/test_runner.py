@@ -17,7 +17,8 @@ from benchmark.cli import main
 from benchmark.config import parse_set
 from benchmark.data.sources import open_data
 from benchmark.executors import ExecutorChoice, LocalExecutor, ProcessExecutor, WorkerSpec, make_executor
-from benchmark.plan import Plan, estimate_cost, make_plan
+from benchmark.cost import estimate_cost
+from benchmark.plan import Plan, make_plan
 from benchmark.registry import attack_registry, defense_registry
 from benchmark.runner import plan_status, run_plan, stage_threads
 from benchmark.stages import StageExecutor
