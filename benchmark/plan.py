@@ -49,6 +49,7 @@ class Cell:
     defense_config: dict[str, Any]
     attack_source: str
     defense_source: str
+    attack_family: str = "other"  # the attack class's ``family`` (patch, blend, warp, ...), for the leaderboard
 
 
 @dataclass
@@ -125,5 +126,6 @@ def make_plan(suite: SuiteConfig, data: DataBundle, attacks: list[str], defenses
                     eval_key=final_eval, baseline_key=baseline_eval, clean_key=clean_eval, stage_keys=keys,
                     attack_config=to_dict(attack.config), defense_config=to_dict(defense.config),
                     attack_source=attack_registry.entry(attack_name).source,
-                    defense_source=defense_registry.entry(defense_name).source))
+                    defense_source=defense_registry.entry(defense_name).source,
+                    attack_family=getattr(attack, "family", "other")))
     return plan

@@ -220,19 +220,15 @@ def _tiny_defense_config(defense_cls, config=None):
 
 
 def _run_defense(defense_cls, config, seed: int, data: TensorPairs):
-    """Apply a defense once to a fresh micro CLIP: returns (model, stats)."""
-    from .api import DefenseContext, Stage
+    """Apply a defense once to a fresh micro CLIP (the engine's :func:`~benchmark.stages.apply_defense`,
+    a training-stage defense trained on ``data`` under its own ``config.train``): returns (model, stats)."""
     from .models import ModelConfig, create_model
-    from .train import train
+    from .stages import apply_defense
 
     defense = defense_cls(config, seed=seed)
     model = create_model(ModelConfig(arch="clipbench-micro-rn"), seed=0)
-    ctx = DefenseContext(tuple(data.class_names), seed, clean_data=data, val_data=None,
-                         train_data=data if defense.stage is Stage.TRAINING else None)
-    if defense.stage is Stage.TRAINING:
-        stats = train(model, data, defense.objective(ctx), config.train, seed=seed)
-    else:
-        stats = defense.defend(model, ctx)
+    stats = apply_defense(defense, model, seed, class_names=tuple(data.class_names), poisoned=data, clean=data,
+                          schedule=getattr(config, "train", None))
     return model, stats
 
 

@@ -24,7 +24,7 @@ class). ``duplicate_positives=False`` gives the paper's one-hot targets everywhe
 Schedule: the class default is the paper's (batch 64, 10 epochs, lr 1e-5, AdamW
 (0.9, 0.999), wd 0.1, 50 warm-up steps, cosine); the embedded suite scales it in
 ``defense_common.train`` (shared with finetune and ta_cleaner; documented there) and,
-chosen on the val split with ``python -m defenses.select_on_val`` (first the shared
+chosen on the val split with ``python -m benchmark.tune`` (first the shared
 learning rate at lambda2 = 1, then lambda2 in {1, 2, 4}), sets lambda2 = 2, a value of
 the paper's own ablation (which found ASR falling as lambda2 grows).
 WordNet: ``wordnet="auto"`` uses the shipped subset for the embedded captions' words and
