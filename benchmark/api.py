@@ -4,7 +4,7 @@ Plugins import only from :mod:`benchmark` (which re-exports this module). One un
 class API per kind of method (BackdoorBox style):
 
 - :class:`Attack`: a fixed trigger ``apply(images)`` and ``poison(data, ctx)``;
-- :class:`Defense`: a :class:`Stage` and either ``objective(ctx)`` (the loss used while
+- :class:`Defense`: a :class:`DefenseStage` and either ``objective(ctx)`` (the loss used while
   training) or a full ``defend(model, ctx)``.
 
 Each method declares a typed ``Config`` dataclass whose defaults are its paper's.
@@ -27,16 +27,21 @@ from .models import ClipModel
 from .progress import Reporter
 from .train import TrainConfig, TrainStats, train
 
-API_VERSION = "1.0"
+API_VERSION = "1.1"
 MANIFEST_VERSION = 1
 
 
-class Stage(str, enum.Enum):
-    """When a defense acts."""
+class DefenseStage(str, enum.Enum):
+    """When a defense acts (a :class:`Defense`'s ``stage``)."""
 
     NONE = "none"  # the no-defense baseline
     TRAINING = "training"  # replaces the objective of poisoned training (RoCLIP)
     POST_TRAINING = "post_training"  # fine-tunes the backdoored model on clean data
+
+
+#: Deprecated alias of :class:`DefenseStage` (API 1.0's name); kept so that plugins written
+#: against 1.0 keep working. New code uses ``DefenseStage``.
+Stage = DefenseStage
 
 
 # ---------------------------------------------------------------------------- attacks
@@ -240,7 +245,7 @@ class Defense:
     """
 
     name: ClassVar[str] = ""
-    stage: ClassVar[Stage] = Stage.POST_TRAINING
+    stage: ClassVar[DefenseStage] = DefenseStage.POST_TRAINING
     paper: ClassVar[str] = ""
     Config: ClassVar[type[DefenseConfig]] = DefenseConfig
     version: ClassVar[str] = "1"
@@ -254,7 +259,7 @@ class Defense:
 
     def defend(self, model: ClipModel, ctx: DefenseContext) -> TrainStats | None:
         """Fine-tune ``model`` in place (post-training defenses)."""
-        if self.stage is not Stage.POST_TRAINING:
+        if self.stage is not DefenseStage.POST_TRAINING:
             return None
         if ctx.clean_data is None:
             raise ValueError(f"defense {self.name!r} needs a clean fine-tuning set")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .api import Attack, Defense, Stage
+from .api import Attack, Defense, DefenseStage
 from .config import config_hash, to_dict
 from .data.sources import DataBundle
 from .registry import Registry
@@ -108,9 +108,9 @@ def make_plan(suite: SuiteConfig, data: DataBundle, attacks: list[str], defenses
                                 "config": to_dict(defense.config), "seed": seed}
                 defense_spec.update(defense_registry.identity(defense_name))  # plugins only; {} for built-ins
                 keys = {"pretrain": pre, "poison": poison, "poison_train": plain}
-                if defense.stage is Stage.NONE:
+                if defense.stage is DefenseStage.NONE:
                     final = plain
-                elif defense.stage is Stage.TRAINING:
+                elif defense.stage is DefenseStage.TRAINING:
                     final = keys["poison_train"] = plan.add(
                         "train", f"train {attack_name} with {defense_name} seed={seed}", (pre, poison),
                         {"train": to_dict(suite.poison_train), "objective": defense_spec, "seed": seed})

@@ -97,7 +97,7 @@ def assemble(cell: Cell, plan: Plan, executor: StageExecutor, error: BaseExcepti
     poison_meta = executor.cache.meta("poison", cell.stage_keys["poison"])
     result["poison"] = {"num_poisoned": poison_meta["num_poisoned"],
                         "manifest": str(executor.cache.path("poison", cell.stage_keys["poison"]) / "manifest.json")}
-    timings, cached = {}, {}
+    timings = {}
     kinds = {"pretrain": "model", "poison": "poison", "poison_train": "model", "defense": "model"}
     for stage, key in cell.stage_keys.items():
         meta = executor.cache.meta(kinds[stage], key)  # None: an upstream entry was removed (corrupt) after use

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from .api import Attack, Defense, Stage
+from .api import Attack, Defense, DefenseStage
 from .cache import Cache
 from .config import ConfigError, from_dict, merge, parse_set, to_dict
 from .data.dataset import TensorPairs
@@ -142,7 +142,7 @@ class Session:
         set, any other fine-tunes the cell's backdoored model. Nothing is cached (the VAL
         tuning tool tries candidates this way)."""
         keys = cell.stage_keys
-        training = defense.stage is Stage.TRAINING
+        training = defense.stage is DefenseStage.TRAINING
         model = self.load_model(keys["pretrain"] if training else keys["poison_train"])
         poisoned = self.stages.load_poisoned(keys["poison"]).data if training else None
         self.apply_defense(defense, model, cell.seed, poisoned=poisoned)

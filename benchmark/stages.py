@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from .api import AttackContext, Defense, DefenseContext, PoisonedSet, Stage
+from .api import AttackContext, Defense, DefenseContext, DefenseStage, PoisonedSet
 from .cache import Cache
 from .config import from_dict, to_dict
 from .data.dataset import TensorPairs
@@ -45,14 +45,14 @@ def apply_defense(defense: Defense, model: ClipModel, seed: int, *, class_names:
                   stage_name: str = "defense") -> TrainStats | None:
     """Apply ``defense`` to ``model`` in place: the one place that branches on when a defense acts.
 
-    - ``Stage.TRAINING`` (RoCLIP): ``model`` is the clean pre-trained model; it is trained on
+    - ``DefenseStage.TRAINING`` (RoCLIP): ``model`` is the clean pre-trained model; it is trained on
       the ``poisoned`` set with the defense's objective under ``schedule`` (the suite's
       ``poison_train`` schedule in a run) instead of the plain CLIP loss.
     - otherwise ``defense.defend(model, ctx)`` with the ``clean`` fine-tuning set and ``val``:
       post-training defenses fine-tune the backdoored model; ``none`` leaves it (returns None).
     """
     reporter = reporter if reporter is not None else Reporter(enabled=False)
-    training = defense.stage is Stage.TRAINING
+    training = defense.stage is DefenseStage.TRAINING
     ctx = DefenseContext(tuple(class_names), seed, clean_data=clean, val_data=val,
                          train_data=poisoned if training else None, device=torch.device(device), reporter=reporter,
                          stage_name=stage_name)

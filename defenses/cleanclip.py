@@ -37,7 +37,7 @@ from typing import Literal
 
 import torch
 
-from benchmark import Defense, DefenseConfig, DefenseContext, LossOutput, Objective, StepContext, Stage, TrainConfig
+from benchmark import Defense, DefenseConfig, DefenseContext, LossOutput, Objective, StepContext, DefenseStage, TrainConfig
 from benchmark import caption_targets, check, clip_loss, info_nce
 
 
@@ -110,7 +110,7 @@ class CleanCLIP(Defense):
     """Fine-tuning with the CLIP loss plus in-modal self-supervision (Bansal et al. 2023)."""
 
     name = "cleanclip"
-    stage = Stage.POST_TRAINING
+    stage = DefenseStage.POST_TRAINING
     paper = "Bansal et al., CleanCLIP, ICCV 2023"
     Config = CleanCLIPConfig
 

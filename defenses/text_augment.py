@@ -18,7 +18,7 @@ is put back), so that augmented captions keep the data's format ("a photo of a t
 WordNet. Three sources of synonyms (:func:`load_lexicon`):
 
 - ``subset``: :data:`SUBSET_PATH`, shipped with the package, built by
-  ``python -m defenses.build_wordnet_subset`` from full WordNet 3.0 for exactly the
+  ``python -m tools.build_wordnet_subset`` from full WordNet 3.0 for exactly the
   vocabulary of the embedded captions (training, zero-shot and poisoned templates, class
   names and modifiers). On those captions it gives *identical* results to full WordNet,
   without needing WordNet at run time (the embedded default).
@@ -190,7 +190,7 @@ class WordNetLexicon:
 @lru_cache(maxsize=1)
 def _subset_entries() -> dict[str, dict]:
     if not SUBSET_PATH.is_file():
-        raise FileNotFoundError(f"{SUBSET_PATH} is missing; rebuild it with python -m defenses.build_wordnet_subset")
+        raise FileNotFoundError(f"{SUBSET_PATH} is missing; rebuild it with python -m tools.build_wordnet_subset")
     return json.loads(SUBSET_PATH.read_text())["words"]
 
 

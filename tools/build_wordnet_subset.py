@@ -9,7 +9,7 @@ original caption, so no other word is ever looked up). The JSON is shipped as pa
 data. Rebuild with::
 
     python -m defenses.text_augment --setup-wordnet /tmp/nltk_data    # if NLTK lacks WordNet
-    NLTK_DATA=/tmp/nltk_data python -m defenses.build_wordnet_subset
+    NLTK_DATA=/tmp/nltk_data python -m tools.build_wordnet_subset
 """
 from __future__ import annotations
 
@@ -38,13 +38,13 @@ def build() -> dict:
     words = {w: {"synonyms": full_synonyms(w), "pos": full_pos(w)} for w in embedded_vocabulary()}
     return {
         "source": f"WordNet {wn.get_version()} via NLTK (EDA get_synonyms; parts of speech of all synsets)",
-        "built_by": "python -m defenses.build_wordnet_subset",
+        "built_by": "python -m tools.build_wordnet_subset",
         "words": words,
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m defenses.build_wordnet_subset", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.build_wordnet_subset", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=SUBSET_PATH)
     args = parser.parse_args(argv)
     data = build()
