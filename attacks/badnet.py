@@ -16,8 +16,7 @@ from typing import Literal
 
 import torch
 
-from benchmark.api import Attack, AttackConfig
-from benchmark.config import ConfigError
+from benchmark import Attack, AttackConfig, ConfigError
 
 
 @dataclass

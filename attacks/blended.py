@@ -22,8 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmark.api import Attack, AttackConfig
-from benchmark.config import ConfigError, check
+from benchmark import Attack, AttackConfig, ConfigError, check
 
 
 @dataclass

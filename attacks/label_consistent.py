@@ -35,11 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmark.api import Attack, AttackConfig, AttackContext
-from benchmark.config import ConfigError, check
-from benchmark.data.dataset import TensorPairs, to_uint8
-from benchmark.evaluate import zero_shot_weights
-from benchmark.models import ClipModel
+from benchmark import Attack, AttackConfig, AttackContext, ClipModel, ConfigError, TensorPairs, check, to_uint8, zero_shot_weights
 
 
 @dataclass

@@ -42,9 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmark.api import Attack, AttackConfig, AttackContext, PoisonedSet
-from benchmark.config import ConfigError, check
-from benchmark.data.dataset import TensorPairs, to_uint8
+from benchmark import Attack, AttackConfig, AttackContext, ConfigError, PoisonedSet, TensorPairs, check, to_uint8
 
 
 @dataclass

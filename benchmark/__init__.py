@@ -9,15 +9,16 @@ Versioning: :data:`API_VERSION` is ``"MAJOR.MINOR"``. A minor bump adds names or
 arguments; a major bump removes or changes one. A plugin written against ``1.x`` works
 with every ``1.y`` (y >= x).
 
-The API (version 1):
+The API (version 1.1; 1.1 added :class:`DefenseStage`, :func:`to_uint8` and
+:func:`zero_shot_weights`):
 
 Methods
     :class:`Attack` (``name``, ``Config``, ``apply(images)``, optional ``poison``),
     :class:`AttackConfig` (``target``, ``poison_rate``), :class:`AttackContext`,
     :class:`PoisonedSet`; :class:`Defense` (``name``, ``stage``, ``Config``,
     ``objective(ctx)`` or ``defend(model, ctx)``), :class:`DefenseConfig` (``train``: a
-    :class:`TrainConfig`), :class:`DefenseContext`, :class:`Stage` (``NONE``,
-    ``TRAINING``, ``POST_TRAINING``).
+    :class:`TrainConfig`), :class:`DefenseContext`, :class:`DefenseStage` (when a defense
+    acts: ``NONE``, ``TRAINING``, ``POST_TRAINING``; ``Stage`` is its deprecated 1.0 name).
 Training
     :class:`Objective` (a batch -> :class:`LossOutput`), :class:`StepContext`,
     :class:`ClipObjective`, the losses :func:`clip_loss`, :func:`info_nce` and
@@ -25,8 +26,9 @@ Training
     (the one training loop), :class:`NonFiniteLossError`.
 Data and models
     :class:`TensorPairs` (images uint8 (N, C, H, W), captions, labels, class names),
-    :class:`Batch`, :class:`ClipModel` (``encode_image`` on [0, 1] images,
-    ``encode_text``, ``logit_scale``), :class:`Reporter`.
+    :class:`Batch`, :func:`to_uint8` (float [0, 1] images -> uint8, as stored and evaluated),
+    :class:`ClipModel` (``encode_image`` on [0, 1] images, ``encode_text``, ``logit_scale``),
+    :func:`zero_shot_weights` (a model's prompt-ensemble class embeddings), :class:`Reporter`.
 Configs
     :class:`ConfigError` and :func:`check` (``check(cond, key, value, fix)`` in a
     ``__post_init__`` or ``validate``: a one-line error naming the key and the fix).
@@ -48,11 +50,13 @@ from .api import (  # noqa: E402
     Defense,
     DefenseConfig,
     DefenseContext,
+    DefenseStage,
     PoisonedSet,
     Stage,
 )
 from .config import ConfigError, check  # noqa: E402
-from .data.dataset import Batch, TensorPairs  # noqa: E402
+from .data.dataset import Batch, TensorPairs, to_uint8  # noqa: E402
+from .evaluate import zero_shot_weights  # noqa: E402
 from .losses import ClipObjective, LossOutput, Objective, StepContext, caption_targets, clip_loss, info_nce  # noqa: E402
 from .models import ClipModel  # noqa: E402
 from .progress import Reporter  # noqa: E402
@@ -76,7 +80,7 @@ def __getattr__(name: str):
 __all__ = [
     "API_VERSION", "ATTACK_GROUP", "Attack", "AttackConfig", "AttackContext", "Batch", "ClipModel", "ClipObjective",
     "ConfigError", "DEFENSE_GROUP", "Defense", "DefenseConfig", "DefenseContext", "LossOutput", "NonFiniteLossError",
-    "Objective", "PoisonedSet", "Reporter", "Stage", "StepContext", "TensorPairs", "TrainConfig", "TrainStats",
-    "caption_targets", "check", "check_attack", "check_defense", "clip_loss", "info_nce", "is_plugin", "train",
+    "Objective", "PoisonedSet", "Reporter", "DefenseStage", "Stage", "StepContext", "TensorPairs", "TrainConfig", "TrainStats",
+    "caption_targets", "check", "to_uint8", "zero_shot_weights", "check_attack", "check_defense", "clip_loss", "info_nce", "is_plugin", "train",
     "__version__",
 ]

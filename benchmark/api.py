@@ -4,7 +4,7 @@ Plugins import only from :mod:`benchmark` (which re-exports this module). One un
 class API per kind of method (BackdoorBox style):
 
 - :class:`Attack`: a fixed trigger ``apply(images)`` and ``poison(data, ctx)``;
-- :class:`Defense`: a :class:`Stage` and either ``objective(ctx)`` (the loss used while
+- :class:`Defense`: a :class:`DefenseStage` and either ``objective(ctx)`` (the loss used while
   training) or a full ``defend(model, ctx)``.
 
 Each method declares a typed ``Config`` dataclass whose defaults are its paper's.
@@ -12,8 +12,6 @@ Each method declares a typed ``Config`` dataclass whose defaults are its paper's
 from __future__ import annotations
 
 import enum
-import hashlib
-import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
@@ -23,21 +21,27 @@ import torch
 from .config import check, to_dict
 from .data.captions import ZERO_SHOT_TEMPLATES, target_captions
 from .data.dataset import TensorPairs, to_uint8
+from .data.digest import pairs_digest
 from .losses import ClipObjective, Objective
 from .models import ClipModel
 from .progress import Reporter
 from .train import TrainConfig, TrainStats, train
 
-API_VERSION = "1.0"
+API_VERSION = "1.1"
 MANIFEST_VERSION = 1
 
 
-class Stage(str, enum.Enum):
-    """When a defense acts."""
+class DefenseStage(str, enum.Enum):
+    """When a defense acts (a :class:`Defense`'s ``stage``)."""
 
     NONE = "none"  # the no-defense baseline
     TRAINING = "training"  # replaces the objective of poisoned training (RoCLIP)
     POST_TRAINING = "post_training"  # fine-tunes the backdoored model on clean data
+
+
+#: Deprecated alias of :class:`DefenseStage` (API 1.0's name); kept so that plugins written
+#: against 1.0 keep working. New code uses ``DefenseStage``.
+Stage = DefenseStage
 
 
 # ---------------------------------------------------------------------------- attacks
@@ -209,16 +213,6 @@ class Attack:
         return PoisonedSet(TensorPairs(images, captions, data.labels.clone(), data.class_names, poisoned), manifest)
 
 
-def pairs_digest(data: TensorPairs) -> str:
-    """``sha256:<hex>`` of a dataset's images, captions, labels and poisoned mask (bit for bit)."""
-    h = hashlib.sha256()
-    for t in (data.images, data.labels.to(torch.int64), data.poisoned.to(torch.uint8)):
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.contiguous().numpy().tobytes())
-    h.update(json.dumps(list(data.captions)).encode())
-    return "sha256:" + h.hexdigest()
-
-
 # --------------------------------------------------------------------------- defenses
 @dataclass
 class DefenseConfig:
@@ -251,7 +245,7 @@ class Defense:
     """
 
     name: ClassVar[str] = ""
-    stage: ClassVar[Stage] = Stage.POST_TRAINING
+    stage: ClassVar[DefenseStage] = DefenseStage.POST_TRAINING
     paper: ClassVar[str] = ""
     Config: ClassVar[type[DefenseConfig]] = DefenseConfig
     version: ClassVar[str] = "1"
@@ -265,7 +259,7 @@ class Defense:
 
     def defend(self, model: ClipModel, ctx: DefenseContext) -> TrainStats | None:
         """Fine-tune ``model`` in place (post-training defenses)."""
-        if self.stage is not Stage.POST_TRAINING:
+        if self.stage is not DefenseStage.POST_TRAINING:
             return None
         if ctx.clean_data is None:
             raise ValueError(f"defense {self.name!r} needs a clean fine-tuning set")

@@ -11,12 +11,13 @@ to resume).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
 import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from rich.console import Console
 from rich.table import Table
@@ -122,128 +123,54 @@ def _check_writable(folder: Path) -> None:
                          "choose another with --results-dir") from None
 
 
-def format_matrix(results: list[dict], console: Console) -> None:
-    """Print attacks x defenses as 'CA / ASR' (mean +/- std over seeds)."""
-    import pandas as pd
-
-    from .results import to_frame
-
-    df = to_frame(results)
-    if df.empty:
-        console.print("no results")
-        return
-    ok = df[df.status == "ok"]
-    attacks = list(dict.fromkeys(df.attack))
-    defenses = list(dict.fromkeys(df.defense))
-    nseeds = df.seed.nunique()
-    table = Table(title=f"clean accuracy / attack success rate (%), {nseeds} seed(s)" + (", mean ± std" if nseeds > 1 else ""))
-    table.add_column("attack")
-    table.add_column("clean model ASR", justify="right")
-    for d in defenses:
-        table.add_column(d, justify="right")
-
-    def fmt(values: pd.Series) -> str:
-        values = values.dropna() * 100
-        if values.empty:
-            return "–"
-        return f"{values.mean():.1f}" + (f"±{values.std(ddof=1):.1f}" if len(values) > 1 else "")
-
-    for a in attacks:
-        row = [a, fmt(ok[ok.attack == a].drop_duplicates("seed").clean_model_asr)]
-        for d in defenses:
-            cell = ok[(ok.attack == a) & (ok.defense == d)]
-            failed = df[(df.attack == a) & (df.defense == d) & (df.status != "ok")]
-            if cell.empty:
-                row.append("[red]failed[/]" if not failed.empty else "–")
-            else:
-                row.append(f"{fmt(cell.ca)} / {fmt(cell.asr)}")
-        table.add_row(*row)
-    console.print(table)
-    if nseeds > 1:
-        from .results import aggregate_seeds
-
-        agg = aggregate_seeds(df)
-        seeds_table = Table(title="across seeds: mean ± std [95% t-interval of the mean] (%)")
-        for col in ("attack", "defense", "seeds", "CA", "ASR"):
-            seeds_table.add_column(col, justify="left" if col in ("attack", "defense") else "right")
-
-        def span(r, m: str) -> str:
-            if r[f"{m}_std"] != r[f"{m}_std"]:  # NaN: one seed
-                return f"{100 * r[f'{m}_mean']:.1f}"
-            return (f"{100 * r[f'{m}_mean']:.1f} ± {100 * r[f'{m}_std']:.1f} "
-                    f"[{100 * r[f'{m}_ci_low']:.1f}, {100 * r[f'{m}_ci_high']:.1f}]")
-
-        for _, r in agg.iterrows():
-            seeds_table.add_row(r.attack, r.defense, str(r.n), span(r, "ca"), span(r, "asr"))
-        console.print(seeds_table)
-
-
-def cmd_run(args: argparse.Namespace, console: Console) -> int:
-    from .cache import Cache
-    from .config import parse_set
-    from .data.sources import open_data
-    from .plan import make_plan
-    from .progress import Reporter
-    from .lock import ResultsLock
-    from .registry import registries
-    from .runner import run_plan
-    from .stages import StageExecutor, pick_device
-    from .suite import load_suite
-
-    seeds = _seeds(args)
-    suite = load_suite(args.suite, parse_set(args.overrides))
-    attacks_reg, defenses_reg = registries(args.plugins)
-    _check_method_sections(suite, attacks_reg, defenses_reg)
-    attacks = attacks_reg.resolve(args.attack)
-    defenses = defenses_reg.resolve(args.defense)
-    _check_writable(args.results_dir)
-    err = Console(stderr=True)
-    if not args.dry_run and int(os.environ.get("RANK", "0")) == 0:  # torchrun: rank 0 holds the lock for the job
-        args._lock = ResultsLock(args.results_dir).acquire(
-            wait=args.wait, notify=lambda msg: err.print(f"clipbench: {msg}", highlight=False, markup=False, soft_wrap=True))
-    data = open_data(suite.data, suite.model)
-    plan = make_plan(suite, data, attacks, defenses, seeds, attacks_reg, defenses_reg, args.results_dir)
-    reporter = Reporter(enabled=not args.quiet, console=console)
-    from .distributed import init_from_env
+def _executor_choice(args: argparse.Namespace):
+    from .executors import ExecutorChoice
 
     if args.jobs is not None and args.jobs < 1:
         raise UsageError(f"--jobs {args.jobs} must be at least 1")
-    dist = init_from_env(suite.device)  # under torchrun: data-parallel training, rank 0 writes
-    device = dist.device if dist is not None else pick_device(suite.device)
-    executor = StageExecutor(Cache(args.cache_dir), data, attacks_reg, defenses_reg, device, reporter, dist=dist)
-    if dist is not None and not dist.is_main:
-        reporter.enabled = False
+    return ExecutorChoice(args.executor, args.jobs, args.address, args.gpus_per_task)
+
+
+@contextlib.contextmanager
+def _results_lock(args: argparse.Namespace) -> Iterator[None]:
+    """Hold the results directory's lock while running (torchrun: rank 0 holds it for the job)."""
+    from .lock import ResultsLock
+
+    if int(os.environ.get("RANK", "0")) != 0:
+        yield
+        return
+    err = Console(stderr=True)
+    with ResultsLock(args.results_dir).acquire(
+            wait=args.wait, notify=lambda msg: err.print(f"clipbench: {msg}", highlight=False, markup=False, soft_wrap=True)):
+        yield
+
+
+def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    """Plan the cells, run the missing stages under the results lock, print the matrix."""
+    from .display import format_matrix, print_plan
+    from .progress import Reporter
+    from .session import Session
+
+    seeds, choice = _seeds(args), _executor_choice(args)
+    session = Session.open(args.suite, args.overrides, args.plugins, args.cache_dir, distributed=True,
+                           reporter=Reporter(enabled=not args.quiet, console=console))
+    plan = session.plan(args.attack, args.defense, seeds, args.results_dir)
+    _check_writable(args.results_dir)
     if args.dry_run:
-        from .runner import print_plan
-
-        print_plan(plan, executor, console)
+        print_plan(session, plan, console)
         return 0
-    from .executors import ExecutorChoice, WorkerSpec, make_executor
-    from .plan import estimate_cost
-    from .runner import plan_status
-
-    status = plan_status(plan, executor)
-    from .cost import split_size
-
-    # sizes from the configuration: decoding the splits here would cost the parent ~1.5 s of CPU
-    costs = estimate_cost(plan, status.to_run, executor.cache.root, lambda role: split_size(suite, role))
-    if dist is not None and args.executor not in ("auto", "local"):
-        raise UsageError(f"--executor {args.executor} cannot be combined with torchrun; torchrun runs every stage itself")
-    choice = ExecutorChoice("local" if dist is not None else args.executor, args.jobs, args.address, args.gpus_per_task)
-    workers = make_executor(choice, executor, status.width, device.type == "cuda")
-    spec = WorkerSpec(str(executor.cache.root), suite.data, suite.model, suite.device, tuple(args.plugins))
-    report = run_plan(plan, executor, workers, spec, costs.seconds)
-    if dist is not None and not dist.is_main:
-        return 0
-    format_matrix(report.results, console)
-    console.print(f"{len(plan.cells)} cell(s): {len(plan.cells) - report.skipped_cells} computed, "
-                  f"{report.skipped_cells} already finished; results in {args.results_dir}/{suite.name}/")
-    if getattr(args, "leaderboard", True):
-        _regenerate_leaderboard(args.results_dir, console)
+    with _results_lock(args):
+        report = session.run(plan, choice)
+        if not session.is_main:  # torchrun: rank 0 reports
+            return 0
+        format_matrix(report.results, console)
+        console.print(f"{len(plan.cells)} cell(s): {len(plan.cells) - report.skipped_cells} computed, "
+                      f"{report.skipped_cells} already finished; results in {args.results_dir}/{session.suite.name}/")
+        if args.leaderboard:
+            _regenerate_leaderboard(args.results_dir, console)
     if report.failed:
         console.print("[red]failed cells:[/]\n  " + "\n  ".join(report.failed))
-        return 1
-    return 0
+    return 1 if report.failed else 0
 
 
 def _regenerate_leaderboard(results_dir: Path, console: Console) -> None:
@@ -285,39 +212,20 @@ def cmd_leaderboard(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_preview(args: argparse.Namespace, console: Console) -> int:
     """Render each attack's test-time trigger on clean test images into one PNG."""
-    from .config import parse_set
     from .preview import save_preview
-    from .registry import registries
-    from .suite import load_suite
+    from .session import Session
 
-    suite = load_suite(args.suite, parse_set(args.overrides))
-    attacks_reg, defenses_reg = registries(args.plugins)
-    _check_method_sections(suite, attacks_reg, defenses_reg)
-    attacks = attacks_reg.resolve(args.attack)
+    session = Session.open(args.suite, args.overrides, args.plugins)
+    attacks = session.attacks.resolve(args.attack)
     out = Path(args.out)
     if out.suffix.lower() != ".png":
         raise UsageError(f"--out {str(out)!r} must end in .png; e.g. --out triggers.png")
     try:
-        path = save_preview(attacks, out, suite=suite, seed=args.seed, registry=attacks_reg)
+        path = save_preview(attacks, out, session=session, seed=args.seed)
     except OSError as exc:
         raise UsageError(f"cannot write the preview to {str(out)!r} ({exc.strerror or exc}); choose another --out") from None
     console.print(str(path), highlight=False, soft_wrap=True)
     return 0
-
-
-def _check_method_sections(suite, attacks_reg, defenses_reg) -> None:
-    """``attacks.<name>`` / ``defenses.<name>`` settings must name known methods."""
-    import difflib
-
-    from .config import ConfigError
-
-    for section, reg in (("attacks", attacks_reg), ("defenses", defenses_reg)):
-        for name in getattr(suite, section) or {}:
-            if name not in reg:
-                close = difflib.get_close_matches(name, reg.names(), n=1, cutoff=0.5)
-                hint = f"did you mean {close[0]!r}? " if close else ""
-                raise ConfigError(f"{section}.{name}: no {reg.kind} is called {name!r}; {hint}"
-                                  f"choose from {', '.join(reg.names())} (or load it with --plugin)")
 
 
 def cmd_list(args: argparse.Namespace, console: Console) -> int:
@@ -367,9 +275,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         err.print("clipbench: interrupted; finished results are kept, rerun to resume", highlight=False)
         return 128 + getattr(exc, "signum", signal.SIGINT)
     finally:
-        lock = getattr(args, "_lock", None)
-        if lock is not None:
-            lock.release()
         if previous_sigterm is not None:
             signal.signal(signal.SIGTERM, previous_sigterm)
 

@@ -44,6 +44,20 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def stage_threads(node: Node, cores: int, slots: int) -> int:
+    """Threads of a stage in a pool of ``slots`` workers, fixed by the node kind so that a rerun
+    computes the same numbers (float results depend on the thread count). Pre-training is
+    on every cell's critical path and runs before anything else is ready: all cores."""
+    return cores if node.kind == "pretrain" else max(1, cores // max(1, slots))
+
+
+def stage_weight(threads: int, cores: int, slots: int) -> int:
+    """Worker slots a stage of ``threads`` threads occupies in a pool sharing ``cores``: a
+    pre-training stage with every core takes every slot, so no core is oversubscribed."""
+    return min(slots, max(1, -(-threads * slots // max(1, cores))))
+
+
+
 @dataclass
 class Outcome:
     """What running one node produced."""
@@ -69,11 +83,10 @@ class StageError(RuntimeError):
 
 @dataclass(frozen=True)
 class WorkerSpec:
-    """Everything a worker needs to rebuild a StageExecutor (picklable)."""
+    """Everything a worker needs to open the same :class:`~benchmark.session.Session` (picklable)."""
 
     cache_root: str
-    data_config: Any  # the suite's DataConfig
-    model_config: Any  # the suite's ModelConfig (sets the input size of external data)
+    suite: Any  # the SuiteConfig (its data and model configs decide what the worker decodes)
     device: str
     plugins: tuple[str, ...] = ()
 
@@ -100,26 +113,17 @@ _WORKER_STAGES: dict[str, Any] = {}  # per worker process: spec -> StageExecutor
 
 
 def _worker_stages(spec: WorkerSpec):
-    """One StageExecutor per worker process and spec: splits are decoded once per process."""
+    """One session per worker process and spec (its stage executor): splits are decoded once per process."""
     from .config import canonical_json
+    from .session import Session
 
-    key = canonical_json({"root": spec.cache_root, "data": spec.data_config, "model": spec.model_config,
+    key = canonical_json({"root": spec.cache_root, "data": spec.suite.data, "model": spec.suite.model,
                           "device": spec.device, "plugins": list(spec.plugins)})
     if key not in _WORKER_STAGES:
         _WORKER_STAGES.clear()
-        _WORKER_STAGES[key] = _new_stages(spec)
+        _WORKER_STAGES[key] = Session.open(spec.suite, plugins=spec.plugins, cache_dir=spec.cache_root,
+                                           device=spec.device).stages
     return _WORKER_STAGES[key]
-
-
-def _new_stages(spec: WorkerSpec):
-    from .cache import Cache
-    from .data.sources import open_data
-    from .registry import registries
-    from .stages import StageExecutor, pick_device
-
-    attacks, defenses = registries(list(spec.plugins))
-    data = open_data(spec.data_config, spec.model_config)
-    return StageExecutor(Cache(spec.cache_root), data, attacks, defenses, pick_device(spec.device))
 
 
 def run_task(task: Task) -> Outcome:

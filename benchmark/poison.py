@@ -32,7 +32,8 @@ from typing import Any, Callable
 
 import torch
 
-from .api import Attack, AttackContext, PoisonedSet, pairs_digest
+from .api import Attack, AttackContext, PoisonedSet
+from .data.digest import pairs_digest
 from .config import from_dict
 from .data.dataset import TensorPairs
 from .models import ClipModel
@@ -118,7 +119,7 @@ def regenerate_from_cache(manifest_path: str | Path, cache_root: str | Path | No
     one, from the same cache (``cache_root`` defaults to the manifest's cache root).
     """
     from .cache import Cache
-    from .models import ModelConfig, create_model
+    from .stages import load_model
 
     path = Path(manifest_path)
     manifest = json.loads(path.read_text())
@@ -129,13 +130,10 @@ def regenerate_from_cache(manifest_path: str | Path, cache_root: str | Path | No
 
     def load_reference() -> ClipModel:
         key = manifest["reference_model"]["cache_key"]
-        meta = cache.meta("model", key)
-        if meta is None:
+        if cache.meta("model", key) is None:
             raise ManifestMismatchError(f"reference model {key} is not in the cache at {cache.root}; rerun "
                                         "`clipbench run` for this attack to rebuild it")
-        model = create_model(from_dict(ModelConfig, meta["model"]), device=device, seed=0, text_cache=cache.root / "text")
-        model.load_state_dict(cache.tensors("model", key, "model.safetensors"))
-        return model.eval()
+        return load_model(cache, key, device)
 
     loader = load_reference if "reference_model" in manifest else None
     return regenerate(manifest, clean_split(manifest), reference_model=loader, device=device)

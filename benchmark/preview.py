@@ -74,47 +74,45 @@ def attack_rows(name: str, attack: Any, clean_u8: torch.Tensor, amplify: float =
     return [(f"{name}", triggered), (f"|{name} - clean|\nx{amplify:g}", diff)]
 
 
-def save_preview(attacks: Sequence[str], out: str | Path, suite: Any = None, seed: int = 0,
-                 registry: Any = None, per_row: int = 8) -> Path:
-    """Render the preview of ``attacks`` (registry names) for ``suite`` (default: embedded)."""
-    from .data.sources import open_data
-    from .plan import make_method
-    from .registry import attack_registry
-    from .suite import load_suite
+def _open(session: Any, suite: Any, registry: Any) -> Any:
+    """The session to draw with: ``session``, else one opened on ``suite`` (default: embedded)."""
+    from .session import Session
 
-    suite = suite if suite is not None else load_suite("embedded")
-    registry = registry if registry is not None else attack_registry()
-    data = open_data(suite.data, suite.model)
-    test = data.split("test")
+    if session is None:
+        session = Session.open(suite if suite is not None else "embedded")
+    if registry is not None:
+        session.attacks = session.stages.attacks = registry
+    return session
+
+
+def save_preview(attacks: Sequence[str], out: str | Path, suite: Any = None, seed: int = 0,
+                 registry: Any = None, per_row: int = 8, session: Any = None) -> Path:
+    """Render the preview of ``attacks`` (registry names) for a :class:`~benchmark.session.Session`
+    (default: one opened on ``suite``, itself defaulting to embedded)."""
+    session = _open(session, suite, registry)
+    test = session.split("test")
     rows: list[tuple[str, torch.Tensor]] = []
     clean = None
     for name in attacks:
-        attack = make_method(registry, name, suite.attack_overrides(name), seed, image_shape=data.image_shape)
-        target = data.target_index(attack.config.target)
-        images = preview_images(test, target, per_row)
+        attack = session.method("attack", name, seed)
+        images = preview_images(test, session.target(attack), per_row)
         if clean is None or not torch.equal(clean, images):
             clean = images
             rows.append(("clean", images))
         rows.extend(attack_rows(name, attack, images))
-    title = f"test-time triggers ({suite.name}, seed {seed}; difference rows amplified)"
+    title = f"test-time triggers ({session.suite.name}, seed {seed}; difference rows amplified)"
     return render(rows, Path(out), title)
 
 
-def summary(attacks: Sequence[str], suite: Any = None, seed: int = 0, registry: Any = None) -> dict[str, dict[str, float]]:
+def summary(attacks: Sequence[str], suite: Any = None, seed: int = 0, registry: Any = None,
+            session: Any = None) -> dict[str, dict[str, float]]:
     """Per attack: mean and max |T(x) - x| over the preview images (uint8 units / 255)."""
-    from .data.sources import open_data
-    from .plan import make_method
-    from .registry import attack_registry
-    from .suite import load_suite
-
-    suite = suite if suite is not None else load_suite("embedded")
-    registry = registry if registry is not None else attack_registry()
-    data = open_data(suite.data, suite.model)
-    test = data.split("test")
+    session = _open(session, suite, registry)
+    test = session.split("test")
     out = {}
     for name in attacks:
-        attack = make_method(registry, name, suite.attack_overrides(name), seed, image_shape=data.image_shape)
-        images = preview_images(test, data.target_index(attack.config.target))
+        attack = session.method("attack", name, seed)
+        images = preview_images(test, session.target(attack))
         d = (to_uint8(attack.apply(images.float() / 255)).float() - images.float()).abs() / 255
         out[name] = {"mean_abs_change": float(d.mean()), "max_abs_change": float(np.max(d.numpy()))}
     return out

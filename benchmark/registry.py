@@ -1,4 +1,4 @@
-"""Lazy registries of attacks and defenses, and plugin loading.
+"""Lazy registries of attacks and defenses (name -> class -> configured instance).
 
 A registry maps a snake_case name to an import string ``"module:Class"``; the class is
 imported on first use (lm-evaluation-harness style), so ``clipbench list`` never imports
@@ -10,8 +10,8 @@ torch-heavy method code it does not need. Names come from three places, in this 
 2. installed plugins, through the entry-point groups ``clipbench.attacks`` and
    ``clipbench.defenses`` (skipped when ``CLIPBENCH_DISABLE_PLUGINS=1``);
 3. explicit registrations: ``--plugin module:Class``, ``--plugin path/to/file.py`` (every
-   Attack/Defense subclass the file defines, under its ``name``), or
-   :meth:`Registry.register` from a notebook or a test.
+   Attack/Defense subclass the file defines, under its ``name``; see
+   :mod:`benchmark.plugins`), or :meth:`Registry.register` from a notebook or a test.
 
 Rules:
 
@@ -31,15 +31,11 @@ but ``"builtin"`` is a plugin (see :func:`is_plugin`); the leaderboard marks tho
 from __future__ import annotations
 
 import difflib
-import hashlib
 import importlib
 import importlib.metadata
-import importlib.util
 import os
 import re
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Generic, Iterable, TypeVar
 
 T = TypeVar("T")
@@ -191,6 +187,16 @@ class Registry(Generic[T]):
             entry.loaded = loaded
         return entry.loaded
 
+    def build(self, name: str, overrides: dict[str, Any] | None = None, seed: int = 0, **kwargs: Any) -> T:
+        """An instance of ``name``: its ``Config`` from ``overrides`` (strict keys, typed values;
+        errors name ``<kind>s.<name>.<key>``), constructed with ``seed`` and ``kwargs``
+        (e.g. an attack's ``image_shape``)."""
+        from .config import from_dict
+
+        cls = self.get(name)
+        config = from_dict(cls.Config, overrides or {}, prefix=f"{self.kind}s.{name}.")
+        return cls(config, seed=seed, **kwargs)
+
     def _check_class(self, entry: Entry, loaded: Any) -> None:
         if self.base is not None and not (isinstance(loaded, type) and issubclass(loaded, self.base)):
             entry.error = f"{entry.target} is not a subclass of {self.base.__name__}"
@@ -246,6 +252,8 @@ def attack_registry(plugins: Iterable[str] = ()) -> "Registry":
 
     reg = Registry("attack", importlib.import_module("attacks").BUILTIN, ATTACK_GROUP, Attack)
     if plugins:
+        from .plugins import load_plugins
+
         load_plugins(plugins, attacks=reg)
     return reg
 
@@ -256,99 +264,16 @@ def defense_registry(plugins: Iterable[str] = ()) -> "Registry":
 
     reg = Registry("defense", importlib.import_module("defenses").BUILTIN, DEFENSE_GROUP, Defense)
     if plugins:
+        from .plugins import load_plugins
+
         load_plugins(plugins, defenses=reg)
     return reg
 
 
 def registries(plugins: Iterable[str] = ()) -> tuple["Registry", "Registry"]:
     """The attack and defense registries with the ``--plugin`` specs loaded into both."""
+    from .plugins import load_plugins
+
     attacks, defenses = attack_registry(), defense_registry()
     load_plugins(plugins, attacks=attacks, defenses=defenses)
     return attacks, defenses
-
-
-# ------------------------------------------------------------------ --plugin loading
-def _load_file(path: Path) -> Any:
-    """Import a ``.py`` file as a uniquely named module (registered in ``sys.modules``)."""
-    code = path.read_bytes()
-    digest = hashlib.sha256(code).hexdigest()
-    module_name = f"clipbench_local_{re.sub(r'[^0-9a-zA-Z_]', '_', path.stem)}_{digest[:12]}"
-    if module_name in sys.modules:
-        return sys.modules[module_name], digest
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise RegistryError(f"--plugin {str(path)!r} cannot be imported as a Python module; give a .py file")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module  # dataclasses and pickling look classes up there
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        sys.modules.pop(module_name, None)
-        raise
-    return module, digest
-
-
-def _source_digest(cls: type) -> str | None:
-    """``local sha256:<hex>`` of the file defining ``cls`` (None when it has no file)."""
-    import inspect
-
-    try:
-        source_file = inspect.getsourcefile(cls)
-        return f"local sha256:{hashlib.sha256(Path(source_file).read_bytes()).hexdigest()}" if source_file else None
-    except (OSError, TypeError):
-        return None
-
-
-def load_plugins(specs: Iterable[str], attacks: Registry | None = None, defenses: Registry | None = None) -> list[str]:
-    """Register the methods named by ``--plugin`` specs; return ``"kind name"`` labels.
-
-    A spec is ``module:Class`` (an Attack or Defense subclass, registered under its
-    ``name``) or a path to a ``.py`` file (every Attack/Defense subclass *defined* in it).
-    An explicit plugin that cannot be loaded is bad input: a one-line RegistryError.
-    """
-    from .api import Attack, Defense
-
-    added: list[str] = []
-
-    def add(cls: type, source: str, fingerprint: str | None) -> None:
-        reg, kind = (attacks, "attack") if issubclass(cls, Attack) else (defenses, "defense")
-        name = getattr(cls, "name", "")
-        if not name:
-            raise RegistryError(f"--plugin {source.removeprefix('local ')}: {cls.__qualname__} has no `name`; "
-                                "set a class attribute name = 'snake_case_name'")
-        if reg is not None:
-            reg.register(name, cls, source=source, fingerprint=fingerprint)
-        added.append(f"{kind} {name}")
-
-    for spec in specs:
-        spec = spec.strip()
-        path = Path(spec).expanduser()
-        if spec.endswith(".py") or path.is_file():
-            if not path.is_file():
-                raise RegistryError(f"--plugin {spec!r}: no such file; give a path to a .py file or module:Class")
-            try:
-                module, digest = _load_file(path)
-            except RegistryError:
-                raise
-            except Exception as exc:
-                raise RegistryError(f"--plugin {spec!r} failed to import: {type(exc).__name__}: {exc}; fix the file") from exc
-            classes = [obj for obj in vars(module).values()
-                       if isinstance(obj, type) and issubclass(obj, (Attack, Defense)) and obj not in (Attack, Defense)
-                       and obj.__module__ == module.__name__]
-            if not classes:
-                raise RegistryError(f"--plugin {spec!r} defines no subclass of benchmark.Attack or benchmark.Defense")
-            for cls in classes:
-                add(cls, f"local {path}", f"local sha256:{digest}")
-        elif ":" in spec:
-            try:
-                obj = import_target(spec)
-            except RegistryError:
-                raise
-            except Exception as exc:
-                raise RegistryError(f"--plugin {spec!r} failed to import: {type(exc).__name__}: {exc}") from exc
-            if not (isinstance(obj, type) and issubclass(obj, (Attack, Defense))):
-                raise RegistryError(f"--plugin {spec!r} is not a subclass of benchmark.Attack or benchmark.Defense")
-            add(obj, f"local {spec}", _source_digest(obj))
-        else:
-            raise RegistryError(f"--plugin {spec!r}: expected module:Class or a path to a .py file")
-    return added

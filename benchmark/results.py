@@ -10,8 +10,8 @@ display. Schema (version 1)::
     metrics {clean_accuracy, asr, ra, asr_at_k{k: frac}, intervals{name: [lo, hi]}, counts},
     baseline  (the undefended model on the same poisoned set: same metric keys),
     clean_model {clean_accuracy, asr, ...}  (the clean pre-trained model, trigger applied),
-    der, poison {num_poisoned, poison_rate_actual, manifest (path)},
-    timings_s {pretrain, poison, poison_train, defense, evaluate}, cached {stage: bool},
+    der, poison {num_poisoned, manifest (path; the manifest holds poison_rate_actual)},
+    timings_s {pretrain, poison, poison_train, defense (post-training defenses only), evaluate},
     provenance {clipbench, git, torch, open_clip, python, config_hash, cell_key, created},
     error (null, or {type, message, traceback})
 """

@@ -74,14 +74,6 @@ def _metrics_block(m: dict[str, Any]) -> dict[str, Any]:
     return {k: m[k] for k in ("clean_accuracy", "asr", "ra", "asr_at_k", "intervals", "counts")}
 
 
-def _attack_family(executor: StageExecutor, name: str) -> str | None:
-    """The attack class's ``family`` (patch, blend, warp, ...), for the leaderboard's filter."""
-    try:
-        return getattr(executor.attacks.get(name), "family", None)
-    except Exception:  # a method that fails to import already failed its cell
-        return None
-
-
 def assemble(cell: Cell, plan: Plan, executor: StageExecutor, error: BaseException | None = None,
              tb: str | None = None) -> dict[str, Any]:
     suite = plan.suite
@@ -90,7 +82,7 @@ def assemble(cell: Cell, plan: Plan, executor: StageExecutor, error: BaseExcepti
         "schema_version": SCHEMA_VERSION, "status": "ok" if error is None else "failed", "suite": suite.name,
         "seed": cell.seed, "model": {"arch": suite.model.arch, "pretrained": suite.model.pretrained},
         "attack": {"name": cell.attack, "source": cell.attack_source, "config": cell.attack_config,
-                   "family": _attack_family(executor, cell.attack)},
+                   "family": cell.attack_family},
         "defense": {"name": cell.defense, "source": cell.defense_source, "stage": cell.stage, "config": cell.defense_config},
         "config": config, "provenance": provenance(config_hash(config), cell.cell_key), "error": None,
     }
@@ -105,7 +97,7 @@ def assemble(cell: Cell, plan: Plan, executor: StageExecutor, error: BaseExcepti
     poison_meta = executor.cache.meta("poison", cell.stage_keys["poison"])
     result["poison"] = {"num_poisoned": poison_meta["num_poisoned"],
                         "manifest": str(executor.cache.path("poison", cell.stage_keys["poison"]) / "manifest.json")}
-    timings, cached = {}, {}
+    timings = {}
     kinds = {"pretrain": "model", "poison": "poison", "poison_train": "model", "defense": "model"}
     for stage, key in cell.stage_keys.items():
         meta = executor.cache.meta(kinds[stage], key)  # None: an upstream entry was removed (corrupt) after use
@@ -125,21 +117,8 @@ def _write(cell: Cell, plan: Plan, executor: StageExecutor, report: RunReport,
         report.failed.append(f"{cell.attack}/{cell.defense} seed={cell.seed}: {type(err[0]).__name__}: {err[0]}")
 
 
-def stage_threads(node: Node, cores: int, slots: int) -> int:
-    """Threads of a stage in a pool of ``slots`` workers, fixed by the node kind so that a rerun
-    computes the same numbers (float results depend on the thread count). Pre-training is
-    on every cell's critical path and runs before anything else is ready: all cores."""
-    return cores if node.kind == "pretrain" else max(1, cores // max(1, slots))
-
-
-def stage_weight(threads: int, cores: int, slots: int) -> int:
-    """Worker slots a stage of ``threads`` threads occupies in a pool sharing ``cores``: a
-    pre-training stage with every core takes every slot, so no core is oversubscribed."""
-    return min(slots, max(1, -(-threads * slots // max(1, cores))))
-
-
 def run_plan(plan: Plan, executor: StageExecutor, workers: Any = None, worker_spec: Any = None,
-             costs: dict[str, float | None] | None = None) -> RunReport:
+             costs: dict[str, float | None] | None = None, status: "PlanStatus | None" = None) -> RunReport:
     """Execute the stages ``plan`` needs and write every cell's result file.
 
     ``workers`` (see :mod:`benchmark.executors`; default: in this process) runs the stages;
@@ -147,20 +126,14 @@ def run_plan(plan: Plan, executor: StageExecutor, workers: Any = None, worker_sp
     most expensive remaining path first (``costs``: estimated seconds per node). A cell's
     result file is written (atomically) as soon as its evaluations exist, so a killed run
     loses at most the stages in flight. A failing stage fails only the cells below it.
+    ``status``: :func:`plan_status` of ``plan`` if the caller computed it already.
     """
-    from .executors import LocalExecutor, Task, available_cores
+    from .executors import LocalExecutor, Task, available_cores, stage_threads, stage_weight
 
-    report = RunReport()
-    todo = []
-    for cell in plan.cells:
-        done = finished(cell)
-        if done is not None:
-            report.results.append(done)
-            report.skipped_cells += 1
-        else:
-            todo.append(cell)
-    needed = plan.needed({k for c in todo for k in (c.eval_key, c.baseline_key, c.clean_key)})
-    pending = {n.key: n for n in needed if not executor.done(n)}
+    status = status if status is not None else plan_status(plan, executor)
+    report = RunReport(results=[r for _, r in status.finished], skipped_cells=len(status.finished))
+    todo = list(status.todo_cells)
+    pending = {n.key: n for n in status.to_run}
     failures: dict[str, tuple[BaseException, str]] = {}
     waiting = list(todo)
 
@@ -255,10 +228,14 @@ def run_plan(plan: Plan, executor: StageExecutor, workers: Any = None, worker_sp
 class PlanStatus:
     """What a run of ``plan`` would do now."""
 
-    finished_cells: list[Cell]
+    finished: list[tuple[Cell, dict[str, Any]]]  # cells whose result file is final, with that result
     todo_cells: list[Cell]
     cached: list[Node]  # needed stages already in the cache
     to_run: list[Node]  # needed stages to compute, in DAG order
+
+    @property
+    def finished_cells(self) -> list[Cell]:
+        return [c for c, _ in self.finished]
 
     @property
     def width(self) -> int:
@@ -274,50 +251,15 @@ class PlanStatus:
 
 
 def plan_status(plan: Plan, executor: StageExecutor) -> PlanStatus:
-    finished_cells, todo = [], []
+    done, todo = [], []
     for cell in plan.cells:
-        (finished_cells if finished(cell) is not None else todo).append(cell)
+        result = finished(cell)
+        if result is not None:
+            done.append((cell, result))
+        else:
+            todo.append(cell)
     needed = plan.needed({k for c in todo for k in (c.eval_key, c.baseline_key, c.clean_key)})
     cached, to_run = [], []
     for node in needed:
         (cached if executor.done(node) else to_run).append(node)
-    return PlanStatus(finished_cells, todo, cached, to_run)
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-def print_plan(plan: Plan, executor: StageExecutor, console: Any) -> PlanStatus:
-    """``clipbench run --dry-run``: stages to run, cache hits and the estimated cost."""
-    from rich.table import Table
-
-    from .cost import split_size
-    from .executors import available_cores
-    from .plan import estimate_cost
-
-    status = plan_status(plan, executor)
-    embedded = getattr(executor.data.config, "source", None) == "embedded"
-    costs = estimate_cost(plan, status.to_run, executor.cache.root,
-                          (lambda role: len(executor.split(role))) if embedded else
-                          (lambda role: split_size(plan.suite, role)))  # external: from limits, no data access
-    table = Table(title=f"plan: {len(plan.cells)} cell(s), {len(status.finished_cells)} already finished")
-    for col, just in (("stage", "left"), ("status", "left"), ("estimated", "right"), ("from", "left")):
-        table.add_column(col, justify=just)  # type: ignore[arg-type]
-    for node in status.cached:
-        table.add_row(node.label, "[green]cached[/]", "", "")
-    for node in status.to_run:
-        s = costs.seconds.get(node.key)
-        table.add_row(node.label, "[yellow]to run[/]", _duration(s) if s is not None else "?", costs.source[node.key])
-    console.print(table)
-    total = costs.total()
-    hours = "GPU hours" if str(costs.device).startswith("cuda") else "CPU-core-set hours"
-    unknown = f" (+{costs.unknown()} stage(s) of unknown cost)" if costs.unknown() else ""
-    console.print(f"{len(status.to_run)} stage(s) to run, {len(status.cached)} cached; estimated {_duration(total)} "
-                  f"in one process{unknown} = {total / 3600:.2f} {hours}; critical path {_duration(costs.critical_path(plan))} "
-                  f"(the floor with enough workers; {available_cores()} core(s) here)", highlight=False)
-    return status
+    return PlanStatus(done, todo, cached, to_run)

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from .api import AttackContext, DefenseContext, PoisonedSet
+from .api import AttackContext, Defense, DefenseContext, DefenseStage, PoisonedSet
 from .cache import Cache
 from .config import from_dict, to_dict
 from .data.dataset import TensorPairs
@@ -15,10 +15,10 @@ from .data.sources import DataBundle
 from .evaluate import EvalConfig, evaluate
 from .losses import ClipObjective
 from .models import ClipModel, ModelConfig, create_model
-from .plan import Node, make_method
+from .plan import Node
 from .progress import Reporter
 from .registry import Registry
-from .train import TrainConfig, train
+from .train import TrainConfig, TrainStats, train
 
 MODEL_FILE = "model.safetensors"
 TEXT_FEATURES = "text"  # the cache folder of frozen text bodies' pooled features (benchmark.text_features)
@@ -28,6 +28,41 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def load_model(cache: Cache, key: str, device: torch.device | str = "cpu") -> ClipModel:
+    """The model artifact ``key`` of ``cache`` (its architecture from the artifact's meta), in eval mode."""
+    meta = cache.meta("model", key)
+    if meta is None:
+        raise RuntimeError(f"model artifact {key} is missing from the cache")
+    model = create_model(from_dict(ModelConfig, meta["model"]), device=device, seed=0, text_cache=cache.root / TEXT_FEATURES)
+    model.load_state_dict(cache.tensors("model", key, MODEL_FILE))
+    return model.to(device).eval()
+
+
+def apply_defense(defense: Defense, model: ClipModel, seed: int, *, class_names: tuple[str, ...],
+                  poisoned: TensorPairs | None = None, clean: TensorPairs | None = None, val: TensorPairs | None = None,
+                  schedule: TrainConfig | None = None, device: torch.device | str = "cpu", reporter: Reporter | None = None,
+                  stage_name: str = "defense") -> TrainStats | None:
+    """Apply ``defense`` to ``model`` in place: the one place that branches on when a defense acts.
+
+    - ``DefenseStage.TRAINING`` (RoCLIP): ``model`` is the clean pre-trained model; it is trained on
+      the ``poisoned`` set with the defense's objective under ``schedule`` (the suite's
+      ``poison_train`` schedule in a run) instead of the plain CLIP loss.
+    - otherwise ``defense.defend(model, ctx)`` with the ``clean`` fine-tuning set and ``val``:
+      post-training defenses fine-tune the backdoored model; ``none`` leaves it (returns None).
+    """
+    reporter = reporter if reporter is not None else Reporter(enabled=False)
+    training = defense.stage is DefenseStage.TRAINING
+    ctx = DefenseContext(tuple(class_names), seed, clean_data=clean, val_data=val,
+                         train_data=poisoned if training else None, device=torch.device(device), reporter=reporter,
+                         stage_name=stage_name)
+    if not training:
+        return defense.defend(model, ctx)
+    if poisoned is None or schedule is None:
+        raise ValueError(f"training-stage defense {defense.name!r} needs the poisoned training set and a schedule")
+    return train(model, poisoned, defense.objective(ctx), schedule, seed=seed, device=device, stage=stage_name,
+                 reporter=reporter)
 
 
 @dataclass
@@ -54,12 +89,7 @@ class StageExecutor:
                             text_cache=self.cache.root / TEXT_FEATURES)
 
     def load_model(self, key: str) -> ClipModel:
-        meta = self.cache.meta("model", key)
-        if meta is None:
-            raise RuntimeError(f"model artifact {key} is missing from the cache")
-        model = self.new_model(meta["model"], seed=0)
-        model.load_state_dict(self.cache.tensors("model", key, MODEL_FILE))
-        return model.to(self.device).eval()
+        return load_model(self.cache, key, self.device)
 
     def load_poisoned(self, key: str) -> PoisonedSet:
         manifest = self.cache.json("poison", key, "manifest.json")
@@ -123,7 +153,7 @@ class StageExecutor:
     def _run_poison(self, node: Node):
         spec = node.spec
         a = spec["attack"]
-        attack = make_method(self.attacks, a["name"], a["config"], a["seed"], image_shape=tuple(spec["image_shape"]))
+        attack = self.attacks.build(a["name"], a["config"], a["seed"], image_shape=tuple(spec["image_shape"]))
         reference = (lambda: self.load_model(node.deps[0])) if node.deps else None
         ctx = AttackContext(self.data.class_names, spec["target"], a["seed"], self.device, reference,
                             self.data.templates, self.reporter)
@@ -153,24 +183,24 @@ class StageExecutor:
         pre, poison = node.deps
         model = self.load_model(pre)
         data = self.load_poisoned(poison).data
-        objective = ClipObjective()
-        if spec["objective"] is not None:
+        schedule = from_dict(TrainConfig, spec["train"])
+        if spec["objective"] is None:
+            stats = train(model, data, ClipObjective(), schedule, seed=spec["seed"], device=self.device, stage=node.label,
+                          reporter=self.reporter)
+        else:  # a training-stage defense
             d = spec["objective"]
-            defense = make_method(self.defenses, d["name"], d["config"], d["seed"])
-            objective = defense.objective(DefenseContext(self.data.class_names, d["seed"], device=self.device,
-                                                         reporter=self.reporter, stage_name=node.label, train_data=data))
-        stats = train(model, data, objective, from_dict(TrainConfig, spec["train"]), seed=spec["seed"],
-                      device=self.device, stage=node.label, reporter=self.reporter)
+            stats = apply_defense(self.defenses.build(d["name"], d["config"], d["seed"]), model, d["seed"],
+                                  class_names=self.data.class_names, poisoned=data, schedule=schedule, device=self.device,
+                                  reporter=self.reporter, stage_name=node.label)
         return self._save_model(model, self.model_spec_of(pre), stats)
 
     def _run_defend(self, node: Node):
         d = node.spec["defense"]
         (parent,) = node.deps
         model = self.load_model(parent)
-        defense = make_method(self.defenses, d["name"], d["config"], d["seed"])
-        ctx = DefenseContext(self.data.class_names, d["seed"], clean_data=self.split("defense"), val_data=self.split("val"),
-                             device=self.device, reporter=self.reporter, stage_name=node.label)
-        stats = defense.defend(model, ctx)
+        stats = apply_defense(self.defenses.build(d["name"], d["config"], d["seed"]), model, d["seed"],
+                              class_names=self.data.class_names, clean=self.split("defense"), val=self.split("val"),
+                              device=self.device, reporter=self.reporter, stage_name=node.label)
         return self._save_model(model, self.model_spec_of(parent), stats)
 
     def _run_evaluate(self, node: Node):
@@ -178,7 +208,7 @@ class StageExecutor:
         (model_key,) = node.deps
         model = self.load_model(model_key)
         a = spec["attack"]
-        attack = make_method(self.attacks, a["name"], a["config"], a["seed"], image_shape=self.data.image_shape)
+        attack = self.attacks.build(a["name"], a["config"], a["seed"], image_shape=self.data.image_shape)
         metrics = evaluate(model, self.split("test"), self.data.class_names, self.data.templates, attack, spec["target"],
                            from_dict(EvalConfig, spec["eval"]), self.data.attribute_tasks)
         return {"metrics.json": to_dict(metrics)}, {}

@@ -220,26 +220,22 @@ def _tiny_defense_config(defense_cls, config=None):
 
 
 def _run_defense(defense_cls, config, seed: int, data: TensorPairs):
-    """Apply a defense once to a fresh micro CLIP: returns (model, stats)."""
-    from .api import DefenseContext, Stage
+    """Apply a defense once to a fresh micro CLIP (the engine's :func:`~benchmark.stages.apply_defense`,
+    a training-stage defense trained on ``data`` under its own ``config.train``): returns (model, stats)."""
     from .models import ModelConfig, create_model
-    from .train import train
+    from .stages import apply_defense
 
     defense = defense_cls(config, seed=seed)
     model = create_model(ModelConfig(arch="clipbench-micro-rn"), seed=0)
-    ctx = DefenseContext(tuple(data.class_names), seed, clean_data=data, val_data=None,
-                         train_data=data if defense.stage is Stage.TRAINING else None)
-    if defense.stage is Stage.TRAINING:
-        stats = train(model, data, defense.objective(ctx), config.train, seed=seed)
-    else:
-        stats = defense.defend(model, ctx)
+    stats = apply_defense(defense, model, seed, class_names=tuple(data.class_names), poisoned=data, clean=data,
+                          schedule=getattr(config, "train", None))
     return model, stats
 
 
 def check_defense(defense_cls, config=None, seed: int = 0):
     """Every contract check of a defense class, on a micro CLIP and synthetic captioned data.
 
-    - class attributes: a snake_case ``name``, a ``paper``, a :class:`Stage`, a dataclass
+    - class attributes: a snake_case ``name``, a ``paper``, a :class:`DefenseStage`, a dataclass
       ``Config`` extending :class:`DefenseConfig` whose defaults construct and survive a
       dict round trip (configs go into cache keys and result files);
     - ``none``-stage defenses leave the model untouched; post-training ones fine-tune it in
@@ -253,7 +249,7 @@ def check_defense(defense_cls, config=None, seed: int = 0):
     """
     import dataclasses
 
-    from .api import Defense, DefenseConfig, Stage
+    from .api import Defense, DefenseConfig, DefenseStage
     from .config import from_dict, to_dict
     from .losses import Objective
 
@@ -262,7 +258,7 @@ def check_defense(defense_cls, config=None, seed: int = 0):
     assert defense_cls.name and defense_cls.name == defense_cls.name.lower() and " " not in defense_cls.name, \
         f"{name}.name must be a lowercase snake_case registry name, got {defense_cls.name!r}"
     assert defense_cls.paper, f"{name}.paper should cite the paper"
-    assert isinstance(defense_cls.stage, Stage), f"{name}.stage must be a benchmark.api.Stage"
+    assert isinstance(defense_cls.stage, DefenseStage), f"{name}.stage must be a benchmark.DefenseStage"
     assert dataclasses.is_dataclass(defense_cls.Config) and issubclass(defense_cls.Config, DefenseConfig), \
         f"{name}.Config must be a dataclass extending DefenseConfig"
     defaults = defense_cls.Config()
@@ -276,7 +272,7 @@ def check_defense(defense_cls, config=None, seed: int = 0):
     from .models import ModelConfig, create_model
 
     reference = create_model(ModelConfig(arch="clipbench-micro-rn"), seed=0).state_dict()
-    if defense_cls.stage is Stage.NONE:
+    if defense_cls.stage is DefenseStage.NONE:
         model, stats = _run_defense(defense_cls, config, seed, data)
         assert stats is None, f"{name}: a 'none'-stage defense must not train (defend returned {stats!r})"
         for k, v in model.state_dict().items():

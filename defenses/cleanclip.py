@@ -24,7 +24,7 @@ class). ``duplicate_positives=False`` gives the paper's one-hot targets everywhe
 Schedule: the class default is the paper's (batch 64, 10 epochs, lr 1e-5, AdamW
 (0.9, 0.999), wd 0.1, 50 warm-up steps, cosine); the embedded suite scales it in
 ``defense_common.train`` (shared with finetune and ta_cleaner; documented there) and,
-chosen on the val split with ``python -m defenses.select_on_val`` (first the shared
+chosen on the val split with ``python -m benchmark.tune`` (first the shared
 learning rate at lambda2 = 1, then lambda2 in {1, 2, 4}), sets lambda2 = 2, a value of
 the paper's own ablation (which found ASR falling as lambda2 grows).
 WordNet: ``wordnet="auto"`` uses the shipped subset for the embedded captions' words and
@@ -37,7 +37,7 @@ from typing import Literal
 
 import torch
 
-from benchmark import Defense, DefenseConfig, DefenseContext, LossOutput, Objective, StepContext, Stage, TrainConfig
+from benchmark import Defense, DefenseConfig, DefenseContext, LossOutput, Objective, StepContext, DefenseStage, TrainConfig
 from benchmark import caption_targets, check, clip_loss, info_nce
 
 
@@ -110,7 +110,7 @@ class CleanCLIP(Defense):
     """Fine-tuning with the CLIP loss plus in-modal self-supervision (Bansal et al. 2023)."""
 
     name = "cleanclip"
-    stage = Stage.POST_TRAINING
+    stage = DefenseStage.POST_TRAINING
     paper = "Bansal et al., CleanCLIP, ICCV 2023"
     Config = CleanCLIPConfig
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from benchmark import ClipObjective, Defense, DefenseConfig, DefenseContext, LossOutput, Objective, StepContext, Stage, TrainConfig
+from benchmark import ClipObjective, Defense, DefenseConfig, DefenseContext, LossOutput, Objective, StepContext, DefenseStage, TrainConfig
 from benchmark import clip_loss
 
 
@@ -54,7 +54,7 @@ class Finetune(Defense):
     """Clean fine-tuning with the plain CLIP loss (optionally on augmented images)."""
 
     name = "finetune"
-    stage = Stage.POST_TRAINING
+    stage = DefenseStage.POST_TRAINING
     paper = "clean fine-tuning baseline (Bansal et al., CleanCLIP, ICCV 2023, section 5)"
     Config = FinetuneConfig
 

@@ -1,13 +1,13 @@
 """The no-defense baseline: the backdoored model as it is."""
 from __future__ import annotations
 
-from benchmark.api import Defense, DefenseConfig, Stage
+from benchmark import Defense, DefenseConfig, DefenseStage
 
 
 class NoDefense(Defense):
     """Evaluates the backdoored model unchanged (the row every defense is compared to)."""
 
     name = "none"
-    stage = Stage.NONE
+    stage = DefenseStage.NONE
     paper = "baseline"
     Config = DefenseConfig

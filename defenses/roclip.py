@@ -50,7 +50,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from benchmark import Defense, DefenseConfig, DefenseContext, LossOutput, Objective, StepContext, Stage
+from benchmark import Defense, DefenseConfig, DefenseContext, LossOutput, Objective, StepContext, DefenseStage
 from benchmark import caption_targets, check, clip_loss
 
 
@@ -241,7 +241,7 @@ class RoCLIP(Defense):
     """Training-time defense: nearest-neighbour caption matching from a FIFO pool."""
 
     name = "roclip"
-    stage = Stage.TRAINING
+    stage = DefenseStage.TRAINING
     paper = "Yang, Gao, Mirzasoleiman, RoCLIP, NeurIPS 2023"
     Config = RoCLIPConfig
 

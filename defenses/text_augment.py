@@ -18,7 +18,7 @@ is put back), so that augmented captions keep the data's format ("a photo of a t
 WordNet. Three sources of synonyms (:func:`load_lexicon`):
 
 - ``subset``: :data:`SUBSET_PATH`, shipped with the package, built by
-  ``python -m defenses.build_wordnet_subset`` from full WordNet 3.0 for exactly the
+  ``python -m defenses.text_augment --build-subset`` from full WordNet 3.0 for exactly the
   vocabulary of the embedded captions (training, zero-shot and poisoned templates, class
   names and modifiers). On those captions it gives *identical* results to full WordNet,
   without needing WordNet at run time (the embedded default).
@@ -190,7 +190,7 @@ class WordNetLexicon:
 @lru_cache(maxsize=1)
 def _subset_entries() -> dict[str, dict]:
     if not SUBSET_PATH.is_file():
-        raise FileNotFoundError(f"{SUBSET_PATH} is missing; rebuild it with python -m defenses.build_wordnet_subset")
+        raise FileNotFoundError(f"{SUBSET_PATH} is missing; rebuild it with python -m defenses.text_augment --build-subset")
     return json.loads(SUBSET_PATH.read_text())["words"]
 
 
@@ -399,13 +399,42 @@ def negative_subcaption(caption: str, vocab: Vocabulary, rng: np.random.Generato
     return None
 
 
+# ------------------------------------------------------------------ the shipped subset
+def embedded_vocabulary() -> list[str]:
+    """Every word that can occur in an embedded caption (frames, templates, names, attribute
+    phrases: ``benchmark.data.captions.CAPTION_PHRASES``; EDA is applied once, to an
+    original caption, so no other word is ever looked up)."""
+    from benchmark.data.captions import CAPTION_PHRASES
+
+    words: set[str] = set()
+    for phrase in CAPTION_PHRASES:
+        words.update(caption_words(phrase.replace("{pronoun}", " ").replace("{}", " ")))
+    return sorted(words)
+
+
+def build_subset(out: Path = SUBSET_PATH) -> int:
+    """Write :data:`SUBSET_PATH` from full WordNet (NLTK): synonyms and parts of speech of
+    :func:`embedded_vocabulary`, so that the embedded default runs without WordNet."""
+    wn = nltk_wordnet()
+    words = {w: {"synonyms": full_synonyms(w), "pos": full_pos(w)} for w in embedded_vocabulary()}
+    data = {"source": f"WordNet {wn.get_version()} via NLTK (EDA get_synonyms; parts of speech of all synsets)",
+            "built_by": "python -m defenses.text_augment --build-subset", "words": words}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(data, indent=0, sort_keys=True) + "\n")
+    return len(words)
+
+
 # ---------------------------------------------------------------------------------- CLI
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m defenses.text_augment", description=__doc__.split("\n\n")[0])
     parser.add_argument("--setup-wordnet", metavar="DIR", help="build DIR/corpora/wordnet for NLTK from Debian's WordNet")
     parser.add_argument("--source", default=str(SYSTEM_WORDNET), help="WordNet database folder (default %(default)s)")
     parser.add_argument("--eda", metavar="CAPTION", help="print a few EDA augmentations of CAPTION")
+    parser.add_argument("--build-subset", action="store_true",
+                        help=f"rebuild {SUBSET_PATH.name} from full WordNet (after --setup-wordnet, with NLTK_DATA set)")
     args = parser.parse_args(argv)
+    if args.build_subset:
+        print(f"wrote {build_subset()} words to {SUBSET_PATH}")
     if args.setup_wordnet:
         try:
             dest = setup_wordnet(args.setup_wordnet, args.source)
@@ -417,7 +446,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         aug = CaptionAugmenter(seed=0, mode="per_step")
         for _ in range(5):
             print(aug([args.eda])[0])
-    if not (args.setup_wordnet or args.eda):
+    if not (args.setup_wordnet or args.eda or args.build_subset):
         parser.print_help()
     return 0
 

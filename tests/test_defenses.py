@@ -241,7 +241,7 @@ def clean_tiny(tiny_suite):
 def test_defense_keeps_a_clean_models_accuracy(name, clean_tiny, tiny_suite):
     """Defending a model that has no backdoor must not wreck it (tiny run, 10-point tolerance)."""
     from benchmark.evaluate import evaluate
-    from benchmark.train import train
+    from benchmark.stages import apply_defense
 
     data, state, ca = clean_tiny
     assert ca > 0.4  # the tiny clean model is a real classifier
@@ -253,10 +253,7 @@ def test_defense_keeps_a_clean_models_accuracy(name, clean_tiny, tiny_suite):
     defense = cls(dataclasses.replace(from_dict(cls.Config, tiny_suite.defense_overrides(name)), train=schedule), seed=0)
     model = create_model(tiny_suite.model, seed=0)
     model.load_state_dict(state)
-    if defense.stage is Stage.TRAINING:
-        train_data = data.split("train")
-        train(model, train_data, defense.objective(DefenseContext(data.class_names, 0, train_data=train_data)), schedule, seed=0)
-    else:
-        defense.defend(model, DefenseContext(data.class_names, 0, clean_data=data.split("defense")))
+    apply_defense(defense, model, 0, class_names=data.class_names, poisoned=data.split("train"),
+                  clean=data.split("defense"), schedule=schedule)
     after = evaluate(model, data.split("test"), data.class_names, data.templates).clean_accuracy
     assert after > ca - 0.10, f"{name}: clean accuracy {ca:.3f} -> {after:.3f}"

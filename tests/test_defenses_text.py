@@ -75,7 +75,7 @@ def test_caption_augmenter_once_mode_keys_on_the_sample(lex, captions):
 
 
 def test_shipped_subset_covers_every_embedded_caption_word():
-    from defenses.build_wordnet_subset import embedded_vocabulary
+    from defenses.text_augment import embedded_vocabulary
 
     words = json.loads(ta.SUBSET_PATH.read_text())["words"]
     assert set(embedded_vocabulary()) <= set(words)

@@ -81,12 +81,11 @@ def test_overlay_equals_a_full_materialisation(fixtures):
     from benchmark.api import AttackContext
     from benchmark.data.dataset import TensorPairs
     from benchmark.data.overlay import apply_overlay, poison_overlay
-    from benchmark.plan import make_method
     from benchmark.registry import attack_registry
 
     lazy = _open(SplitSource("csv", str(fixtures["csv"])))
     full = TensorPairs(lazy.load_uint8(np.arange(len(lazy))), list(lazy.captions), lazy.labels.clone())
-    attack = make_method(attack_registry(), "badnet", {"poison_rate": 0.1, "target": "banana"}, 3, image_shape=SHAPE)
+    attack = attack_registry().build("badnet", {"poison_rate": 0.1, "target": "banana"}, 3, image_shape=SHAPE)
     ctx = AttackContext(fx.CLASSES, 1, 3)
     reference = attack.poison(full, ctx)
     manifest, o = poison_overlay(attack, lazy, ctx)
@@ -296,8 +295,8 @@ def test_uncached_pretrained_tag_offline_names_the_download(monkeypatch, tmp_pat
 
 
 def test_paper_suites_plan_offline_with_cost_estimates(tmp_path):
-    from benchmark.cost import split_size
-    from benchmark.plan import estimate_cost, make_plan
+    from benchmark.cost import estimate_cost, split_size
+    from benchmark.plan import make_plan
     from benchmark.registry import attack_registry, defense_registry
 
     for name, n_train, epochs in (("cleanclip-paper", 500_000, 10), ("roclip-paper", 1_000_000, 24)):

@@ -16,10 +16,11 @@ from benchmark.cache import Cache
 from benchmark.cli import main
 from benchmark.config import parse_set
 from benchmark.data.sources import open_data
-from benchmark.executors import ExecutorChoice, LocalExecutor, ProcessExecutor, WorkerSpec, make_executor
-from benchmark.plan import Plan, estimate_cost, make_plan
+from benchmark.executors import ExecutorChoice, LocalExecutor, ProcessExecutor, WorkerSpec, make_executor, stage_threads
+from benchmark.cost import estimate_cost
+from benchmark.plan import Plan, make_plan
 from benchmark.registry import attack_registry, defense_registry
-from benchmark.runner import plan_status, run_plan, stage_threads
+from benchmark.runner import plan_status, run_plan
 from benchmark.stages import StageExecutor
 from benchmark.suite import load_suite
 
@@ -34,7 +35,7 @@ def _setup(tmp_path, attacks, defenses, seeds=(0,)):
     data = open_data(suite.data, suite.model)
     plan = make_plan(suite, data, attacks, defenses, list(seeds), attack_registry(), defense_registry(), tmp_path / "results")
     stages = StageExecutor(Cache(tmp_path / "cache"), data, attack_registry(), defense_registry(), __import__("torch").device("cpu"))
-    spec = WorkerSpec(str(tmp_path / "cache"), suite.data, suite.model, "cpu")
+    spec = WorkerSpec(str(tmp_path / "cache"), suite, "cpu")
     return plan, stages, spec
 
 
@@ -75,7 +76,7 @@ def test_a_local_pool_never_oversubscribes_its_cores(tmp_path, monkeypatch):
     """Pre-training (every core) runs alone; other stages fill the slots two at a time."""
     import benchmark.executors as ex
     from benchmark.executors import LocalExecutor, Outcome
-    from benchmark.runner import stage_weight
+    from benchmark.executors import stage_weight
 
     assert stage_weight(2, 2, 2) == 2 and stage_weight(1, 2, 2) == 1 and stage_weight(4, 8, 2) == 1
     monkeypatch.setattr(ex, "available_cores", lambda: 2)

@@ -27,7 +27,7 @@ from .dataset import PairDataset, TensorPairs
 
 def poison_overlay(attack, data, ctx) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(manifest, overlay)`` for ``data`` (a LazyPairs or StreamPairs) poisoned by ``attack``."""
-    from ..api import pairs_digest
+    from .digest import pairs_digest
 
     index = attack.select(data, ctx.target)
     captions = attack.poison_captions(data, index, ctx)

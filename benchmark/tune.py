@@ -2,7 +2,7 @@
 
 The procedure behind the defense settings of ``benchmark/suites/embedded.yaml``::
 
-    python -m defenses.select_on_val --defense cleanclip --attack badnet,blended \\
+    python -m benchmark.tune --defense cleanclip --attack badnet,blended \\
         --grid train.lr=1e-4,3e-4,1e-3 --seeds 0 --out /tmp/select-cleanclip.json
 
 For every candidate setting it takes the cached backdoored model of each attack (built
@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 
 def _grid(items: Sequence[str]) -> list[dict[str, Any]]:
-    from benchmark.config import merge, parse_set
+    from .config import merge, parse_set
 
     axes = []
     for item in items:
@@ -42,18 +42,10 @@ def _grid(items: Sequence[str]) -> list[dict[str, Any]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from benchmark.cache import Cache
-    from benchmark.config import from_dict, merge, parse_set
-    from benchmark.data.sources import open_data
-    from benchmark.evaluate import EvalConfig, evaluate
-    from benchmark.api import DefenseContext, Stage
-    from benchmark.plan import make_method, make_plan
-    from benchmark.registry import registries
-    from benchmark.stages import StageExecutor, pick_device
-    from benchmark.suite import load_suite
-    from benchmark.train import TrainConfig, train
+    from .evaluate import evaluate
+    from .session import Session
 
-    p = argparse.ArgumentParser(prog="python -m defenses.select_on_val", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmark.tune", description=__doc__.split("\n\n")[0])
     p.add_argument("--defense", required=True)
     p.add_argument("--attack", default="badnet", help="comma-separated attacks (mean over them)")
     p.add_argument("--grid", nargs="*", default=[], help="key=v1,v2 settings of the defense's config")
@@ -62,51 +54,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--set", dest="overrides", action="append", default=[])
     p.add_argument("--max-ca-drop", type=float, default=2.0)
     p.add_argument("--out", type=Path)
+    p.add_argument("--cache-dir", type=Path, default=None, help="stage cache (default $CLIPBENCH_CACHE or ~/.cache/clipbench)")
     args = p.parse_args(argv)
 
-    suite = load_suite(args.suite, parse_set(args.overrides))
-    attacks_reg, defenses_reg = registries(())
-    data = open_data(suite.data, suite.model)
-    executor = StageExecutor(Cache(None), data, attacks_reg, defenses_reg, pick_device(suite.device))
-    attacks = attacks_reg.resolve(args.attack)
+    session = Session.open(args.suite, args.overrides, cache_dir=args.cache_dir)
+    suite, data = session.suite, session.data
+    attacks = session.attacks.resolve(args.attack)
     seeds = [int(x) for x in args.seeds.split(",")]
-    plan = make_plan(suite, data, attacks, ["none"], seeds, attacks_reg, defenses_reg, Path("/nonexistent"))
+    plan = session.plan(attacks, "none", seeds, Path("/nonexistent"))
     cells = {(c.attack, c.seed): c for c in plan.cells}
     runs = list(cells)
     for node in plan.needed({c.stage_keys["poison_train"] for c in plan.cells}):
-        if not executor.done(node):
+        if not session.stages.done(node):
             print(f"running {node.label}", flush=True)
-            executor.run(node)
-    val = executor.split("val")
+            session.stages.run(node)
+    val = session.split("val")
+
+    def val_metrics(model, attack):
+        return evaluate(model, val, data.class_names, data.templates, attack, session.target(attack), suite.eval)
+
     rows = []
     base: dict[str, dict] = {}
     for attack_name, seed in runs:
         cell = cells[attack_name, seed]
-        attack = make_method(attacks_reg, attack_name, suite.attack_overrides(attack_name), seed, image_shape=data.image_shape)
-        target = data.target_index(attack.config.target)
-        m = evaluate(executor.load_model(cell.stage_keys["poison_train"]), val, data.class_names, data.templates, attack,
-                     target, from_dict(EvalConfig, {**vars(suite.eval)}))
+        m = val_metrics(session.load_model(cell.stage_keys["poison_train"]), session.method("attack", attack_name, seed))
         base[f"{attack_name}/{seed}"] = {"ca": m.clean_accuracy, "asr": m.asr}
         print(f"{attack_name} seed {seed}: undefended val CA {m.clean_accuracy:.3f} ASR {m.asr:.3f}", flush=True)
     for candidate in _grid(args.grid):
-        overrides = merge(suite.defense_overrides(args.defense), candidate)
         res = {}
         for attack_name, seed in runs:
             cell = cells[attack_name, seed]
-            defense = make_method(defenses_reg, args.defense, overrides, seed)
-            attack = make_method(attacks_reg, attack_name, suite.attack_overrides(attack_name), seed,
-                                 image_shape=data.image_shape)
-            target = data.target_index(attack.config.target)
-            if defense.stage is Stage.TRAINING:
-                model = executor.load_model(cell.stage_keys["pretrain"])
-                poisoned = executor.load_poisoned(cell.stage_keys["poison"]).data
-                obj = defense.objective(DefenseContext(data.class_names, seed, train_data=poisoned))
-                train(model, poisoned, obj, suite.poison_train, seed=seed, device=executor.device)
-            else:
-                model = executor.load_model(cell.stage_keys["poison_train"])
-                defense.defend(model, DefenseContext(data.class_names, seed, clean_data=executor.split("defense"),
-                                                     val_data=val, device=executor.device))
-            m = evaluate(model, val, data.class_names, data.templates, attack, target, from_dict(EvalConfig, {**vars(suite.eval)}))
+            model = session.defend(session.method("defense", args.defense, seed, candidate), cell)
+            m = val_metrics(model, session.method("attack", attack_name, seed))
             key = f"{attack_name}/{seed}"
             res[key] = {"ca": m.clean_accuracy, "asr": m.asr, "ca_drop": base[key]["ca"] - m.clean_accuracy}
             print(f"{json.dumps(candidate)} {key}: val CA {m.clean_accuracy:.3f} ASR {m.asr:.3f}", flush=True)

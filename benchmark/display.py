@@ -1,0 +1,99 @@
+"""What the command line prints: the CA/ASR matrix of a run and the plan of a dry run."""
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def format_matrix(results: list[dict], console: Console) -> None:
+    """Print attacks x defenses as 'CA / ASR' (mean +/- std over seeds)."""
+    import pandas as pd
+
+    from .results import to_frame
+
+    df = to_frame(results)
+    if df.empty:
+        console.print("no results")
+        return
+    ok = df[df.status == "ok"]
+    attacks = list(dict.fromkeys(df.attack))
+    defenses = list(dict.fromkeys(df.defense))
+    nseeds = df.seed.nunique()
+    table = Table(title=f"clean accuracy / attack success rate (%), {nseeds} seed(s)" + (", mean ± std" if nseeds > 1 else ""))
+    table.add_column("attack")
+    table.add_column("clean model ASR", justify="right")
+    for d in defenses:
+        table.add_column(d, justify="right")
+
+    def fmt(values: pd.Series) -> str:
+        values = values.dropna() * 100
+        if values.empty:
+            return "–"
+        return f"{values.mean():.1f}" + (f"±{values.std(ddof=1):.1f}" if len(values) > 1 else "")
+
+    for a in attacks:
+        row = [a, fmt(ok[ok.attack == a].drop_duplicates("seed").clean_model_asr)]
+        for d in defenses:
+            cell = ok[(ok.attack == a) & (ok.defense == d)]
+            failed = df[(df.attack == a) & (df.defense == d) & (df.status != "ok")]
+            if cell.empty:
+                row.append("[red]failed[/]" if not failed.empty else "–")
+            else:
+                row.append(f"{fmt(cell.ca)} / {fmt(cell.asr)}")
+        table.add_row(*row)
+    console.print(table)
+    if nseeds > 1:
+        from .results import aggregate_seeds
+
+        agg = aggregate_seeds(df)
+        seeds_table = Table(title="across seeds: mean ± std [95% t-interval of the mean] (%)")
+        for col in ("attack", "defense", "seeds", "CA", "ASR"):
+            seeds_table.add_column(col, justify="left" if col in ("attack", "defense") else "right")
+
+        def span(r, m: str) -> str:
+            if r[f"{m}_std"] != r[f"{m}_std"]:  # NaN: one seed
+                return f"{100 * r[f'{m}_mean']:.1f}"
+            return (f"{100 * r[f'{m}_mean']:.1f} ± {100 * r[f'{m}_std']:.1f} "
+                    f"[{100 * r[f'{m}_ci_low']:.1f}, {100 * r[f'{m}_ci_high']:.1f}]")
+
+        for _, r in agg.iterrows():
+            seeds_table.add_row(r.attack, r.defense, str(r.n), span(r, "ca"), span(r, "asr"))
+        console.print(seeds_table)
+
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def print_plan(session: Any, plan: Any, console: Console) -> Any:
+    """``clipbench run --dry-run``: stages to run, cache hits and the estimated cost; returns the
+    :class:`~benchmark.runner.PlanStatus`."""
+    from .executors import available_cores
+
+    status = session.status(plan)
+    embedded = getattr(session.data.config, "source", None) == "embedded"
+    # embedded: the decoded splits' sizes; external: from the configured limits, no data access
+    costs = session.costs(plan, status.to_run, from_data=embedded)
+    table = Table(title=f"plan: {len(plan.cells)} cell(s), {len(status.finished_cells)} already finished")
+    for col, just in (("stage", "left"), ("status", "left"), ("estimated", "right"), ("from", "left")):
+        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    for node in status.cached:
+        table.add_row(node.label, "[green]cached[/]", "", "")
+    for node in status.to_run:
+        s = costs.seconds.get(node.key)
+        table.add_row(node.label, "[yellow]to run[/]", _duration(s) if s is not None else "?", costs.source[node.key])
+    console.print(table)
+    total = costs.total()
+    hours = "GPU hours" if str(costs.device).startswith("cuda") else "CPU-core-set hours"
+    unknown = f" (+{costs.unknown()} stage(s) of unknown cost)" if costs.unknown() else ""
+    console.print(f"{len(status.to_run)} stage(s) to run, {len(status.cached)} cached; estimated {_duration(total)} "
+                  f"in one process{unknown} = {total / 3600:.2f} {hours}; critical path {_duration(costs.critical_path(plan))} "
+                  f"(the floor with enough workers; {available_cores()} core(s) here)", highlight=False)
+    return status
