@@ -65,7 +65,7 @@ def _assert_cache_intact(cache: Path) -> None:
 @pytest.mark.parametrize("argv, needle", [
     (["--seed", "1", "--seeds", "0,1"], "contradict"),
     (["--set", "attacks.badnett.patch_size=3"], "did you mean 'badnet'"),
-    (["--set", "attacks.badnet.patch_size=40"], "does not fit a 28x28 image"),
+    (["--set", "attacks.badnet.patch_size=40"], "does not fit a 32x32 image"),
     (["--set", "attacks.badnet.pattern=zigzag"], "choose one of 'checkerboard'"),
     (["--set", "attacks.badnet.colour=red"], "unknown key 'attacks.badnet.colour'"),
     (["--set", "attack_common.poison_rate=0"], "strictly between 0 and 1"),

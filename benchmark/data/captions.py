@@ -75,9 +75,9 @@ COLOUR_SYNONYMS: tuple[tuple[str, ...], ...] = (
     ("red", "crimson", "scarlet"),
     ("orange", "tangerine", "bright orange"),
     ("yellow", "bright yellow", "lemon yellow"),
-    ("green", "bright green", "grass green"),
+    ("green", "bright green", "vivid green"),
     ("cyan", "turquoise", "aqua"),
-    ("blue", "royal blue", "cobalt blue"),
+    ("blue", "royal blue", "deep blue"),
     ("purple", "violet"),
     ("white",),
 )

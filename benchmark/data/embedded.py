@@ -62,8 +62,12 @@ def _load_world(directory: str = str(EMBEDDED_DIR)) -> dict:
     digest = world.pop("sha256", None)
     if digest != body_digest(world):
         raise EmbeddedDataError(f"embedded world table {folder / WORLD_FILE} fails its checksum; {fix}")
-    _, index = _load_all(directory)
-    if world["items_sha256"] != index["sha256"]:
+    try:
+        items_sha256 = json.loads((folder / "index.json").read_text())["sha256"]
+    except (OSError, json.JSONDecodeError, KeyError) as exc:
+        raise EmbeddedDataError(f"embedded Fashion-MNIST index {folder / 'index.json'} is missing or corrupt ({exc}); "
+                                "reinstall clipbench or rebuild it with `python -m benchmark.data.build_embedded`") from exc
+    if world["items_sha256"] != items_sha256:
         raise EmbeddedDataError(f"embedded world table {folder / WORLD_FILE} was built for other items than "
                                 f"{folder / 'images.u8.xz'}; {fix}")
     return world
