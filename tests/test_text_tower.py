@@ -28,7 +28,7 @@ def test_only_the_projection_and_image_tower_train():
     model = _model()
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert not any(n.startswith(ClipModel.FROZEN_TEXT) for n in trainable)
-    assert "clip.text.proj.weight" in trainable and any(n.startswith("clip.visual.") for n in trainable)
+    assert any(n.startswith("clip.text.proj.") for n in trainable) and any(n.startswith("clip.visual.") for n in trainable)
     state = model.state_dict()
     assert not any(k.startswith(ClipModel.FROZEN_TEXT) for k in state)  # checkpoints hold what trains
     assert sum(v.numel() for v in state.values()) < 2_000_000

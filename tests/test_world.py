@@ -129,7 +129,7 @@ def test_colours_are_visible_and_distinct_even_on_dark_garments():
         rgb = world.compose(dark, _table(len(dark), colour=k)).astype(float)
         mask = np.pad(dark > 30, ((0, 0), (2, 2), (2, 2)))  # drawn at x = y = 2
         mean = np.stack([rgb[:, c][mask].mean() for c in range(3)])
-        assert mean.max() > 150, (COLOUR_NAMES[k], mean)  # lifted: a dark garment is still bright
+        assert mean.max() > 120, (COLOUR_NAMES[k], mean)  # lifted: the darkest garments keep about half intensity
         hues.append(mean / np.linalg.norm(mean))
     hues = np.array(hues)
     cos = hues @ hues.T
@@ -155,8 +155,8 @@ def test_size_position_and_background_are_where_the_table_says():
     assert (np.abs(cx[large] - 16) <= 1.5).all() and (np.abs(cy[large] - 16) <= 1.5).all()
     left, top = np.isin(t["position"], (1, 3)), np.isin(t["position"], (1, 2))
     right, bottom = np.isin(t["position"], (2, 4)), np.isin(t["position"], (3, 4))
-    assert (cx[small & left] < 12).all() and (cx[small & right] > 20).all()
-    assert (cy[small & top] < 12).all() and (cy[small & bottom] > 20).all()
+    assert (cx[small & left] <= 12.5).all() and (cx[small & right] >= 19.5).all()  # centre 16
+    assert (cy[small & top] <= 12.5).all() and (cy[small & bottom] >= 19.5).all()
     assert (t["position"][large] == 0).all()
 
 

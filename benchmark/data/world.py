@@ -9,8 +9,8 @@ attribute    values (label order)
 ===========  ======================================================================
 colour       red, orange, yellow, green, cyan, blue, purple, white: the garment's grey
              intensities tint the colour (white = untinted); dark garments are lifted
-             (shade = 0.6 + 0.4 * intensity) so that their colour shows
-size         large (26-28 px, roughly centred, +-1 px) or small (14-16 px, downscaled
+             (shade = 0.35 + 0.65 * intensity) so that their colour shows
+size         large (26-28 px, roughly centred, +-1 px) or small (18-20 px, downscaled
              with an antialiasing triangle filter)
 position     centre, top left, top right, bottom left, bottom right (small items; a
              large item is centred, label 0)
@@ -62,9 +62,9 @@ ATTRIBUTES: tuple[str, ...] = ("colour", "size", "position", "background", "mirr
 TABLE_COLUMNS: tuple[str, ...] = ATTRIBUTES + ("side", "x", "y")
 
 LARGE_SIDES = (26, 27, 28)
-SMALL_SIDES = (14, 15, 16)
+SMALL_SIDES = (18, 19, 20)
 #: shade = LIFT + (1 - LIFT) * intensity: dark garments stay visibly coloured
-LIFT = 0.6
+LIFT = 0.35
 #: intensities at and above ALPHA_KNEE (of 255) are opaque; below, the garment fades into the background
 ALPHA_KNEE = 24
 
