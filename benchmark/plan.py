@@ -38,7 +38,7 @@ class Cell:
     attack: str
     defense: str
     seed: int
-    stage: str  # the defense's Stage value
+    defense_stage: str  # when the defense acts (a DefenseStage value)
     result_path: Path
     cell_key: str
     eval_key: str
@@ -120,7 +120,7 @@ def make_plan(suite: SuiteConfig, data: DataBundle, attacks: list[str], defenses
                 final_eval = baseline_eval if final == plain else plan.add(
                     "evaluate", f"evaluate {attack_name}/{defense_name} seed={seed}", (final,), eval_spec)
                 plan.cells.append(Cell(
-                    attack=attack_name, defense=defense_name, seed=seed, stage=defense.stage.value,
+                    attack=attack_name, defense=defense_name, seed=seed, defense_stage=defense.stage.value,
                     result_path=cell_path(results_dir, suite.name, attack_name, defense_name, seed),
                     cell_key=config_hash({"final": final_eval, "baseline": baseline_eval, "clean": clean_eval}),
                     eval_key=final_eval, baseline_key=baseline_eval, clean_key=clean_eval, stage_keys=keys,

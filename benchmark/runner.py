@@ -83,7 +83,7 @@ def assemble(cell: Cell, plan: Plan, executor: StageExecutor, error: BaseExcepti
         "seed": cell.seed, "model": {"arch": suite.model.arch, "pretrained": suite.model.pretrained},
         "attack": {"name": cell.attack, "source": cell.attack_source, "config": cell.attack_config,
                    "family": cell.attack_family},
-        "defense": {"name": cell.defense, "source": cell.defense_source, "stage": cell.stage, "config": cell.defense_config},
+        "defense": {"name": cell.defense, "source": cell.defense_source, "stage": cell.defense_stage, "config": cell.defense_config},
         "config": config, "provenance": provenance(config_hash(config), cell.cell_key), "error": None,
     }
     if error is not None:
