@@ -71,7 +71,32 @@ def finished(cell: Cell) -> dict[str, Any] | None:
 
 
 def _metrics_block(m: dict[str, Any]) -> dict[str, Any]:
-    return {k: m[k] for k in ("clean_accuracy", "asr", "ra", "asr_at_k", "intervals", "counts")}
+    block = {k: m[k] for k in ("clean_accuracy", "asr", "ra", "asr_at_k", "intervals", "counts")}
+    for k in ("attribute_accuracy", "target_cosine"):  # absent from evaluations cached before they existed
+        if m.get(k):
+            block[k] = m[k]
+    return block
+
+
+def diagnostics(cell: Cell, plan: Plan, executor: StageExecutor, m: dict, b: dict, c: dict) -> dict[str, Any]:
+    """The defense's mechanism, measured: the triggered images' cosine to the target class's
+    text before (undefended) and after the defense, and what the defense's objective
+    recorded (RoCLIP: per matching epoch, the poisoned images whose retrieved caption names
+    the target class, i.e. comes from a poisoned pair or a clean target-class pair)."""
+    out: dict[str, Any] = {}
+    if m.get("target_cosine") and b.get("target_cosine"):
+        out["target_cosine_triggered"] = {"clean_model": c.get("target_cosine", {}).get("triggered"),
+                                          "before": b["target_cosine"]["triggered"],
+                                          "after": m["target_cosine"]["triggered"]}
+    key = cell.stage_keys.get("defense") or (cell.stage_keys["poison_train"] if cell.defense_stage == "training" else None)
+    meta = executor.cache.meta("model", key) if key else None
+    recorded = (meta or {}).get("train", {}).get("diagnostics") or {}
+    target = plan.nodes[cell.eval_key].spec["target"]
+    for entry in recorded.get("roclip_retrieval", []):
+        n = entry["poisoned_images"]
+        named = entry["retrieved_poisoned"] + entry["retrieved_label_counts"].get(str(target), 0)
+        out.setdefault("roclip_retrieval", []).append({**entry, "fraction_naming_target": named / n if n else None})
+    return out
 
 
 def assemble(cell: Cell, plan: Plan, executor: StageExecutor, error: BaseException | None = None,
@@ -94,6 +119,7 @@ def assemble(cell: Cell, plan: Plan, executor: StageExecutor, error: BaseExcepti
     result["baseline"] = _metrics_block(b)
     result["clean_model"] = _metrics_block(c)
     result["der"] = der(b["asr"], m["asr"], b["clean_accuracy"], m["clean_accuracy"])
+    result["diagnostics"] = diagnostics(cell, plan, executor, m, b, c)
     poison_meta = executor.cache.meta("poison", cell.stage_keys["poison"])
     result["poison"] = {"num_poisoned": poison_meta["num_poisoned"],
                         "manifest": str(executor.cache.path("poison", cell.stage_keys["poison"]) / "manifest.json")}

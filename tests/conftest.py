@@ -13,7 +13,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 #: --set overrides that make a whole cell run in seconds: a micro model, 5% of the data.
 TINY_SETS = [
-    "model.arch=clipbench-micro-rn",
+    "model.arch=clipbench-micro-rn", "model.pretrained=null",
     "data.fraction=0.08",
     "pretrain.epochs=6", "pretrain.batch_size=64", "pretrain.lr=5e-3", "pretrain.warmup_steps=5",
     "poison_train.epochs=7", "poison_train.batch_size=64", "poison_train.lr=5e-3", "poison_train.warmup_steps=5",
