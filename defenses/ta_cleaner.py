@@ -29,7 +29,8 @@ the paper's gains are reported on stealthier attacks (BadCLIP).
   captions (another name of the class, e.g. "top" for a "tee").
 - Parts of speech come from WordNet (the shipped subset for the embedded vocabulary,
   NLTK's full WordNet otherwise): a word WordNet knows as adjective/adverb directly
-  before a word it knows as noun is a modifier; otherwise noun > verb > adjective.
+  before a word it knows as noun is a modifier (punctuation between them ends the noun
+  phrase: in "white top, top left" the garment "top" is a noun); otherwise noun > verb > adjective.
   Content words are those with a document frequency <= ``max_df`` over the
   fine-tuning captions, or (with labels) concentrated in one class: template words
   ("photo", "background") are never swapped.
@@ -121,14 +122,16 @@ class SubCaptioner:
 
     def tag(self, caption: str) -> list[str | None]:
         """Part of speech of each word of ``caption`` in context (None: stop word/unknown)."""
-        from defenses.text_augment import STOP_WORDS, caption_words
+        from defenses.text_augment import STOP_WORDS, split_word
 
-        words = caption_words(caption)
+        parts = [split_word(t) for t in caption.split()]
+        words = [w.lower() for _, w, _ in parts if w]
+        ends = [bool(post) for _, w, post in parts if w]  # "white top, big.": a comma ends the noun phrase
         out: list[str | None] = [None] * len(words)
         for i in range(len(words) - 1, -1, -1):  # right to left: modifiers chain before a noun
             w = words[i]
             tags = self.pos(w) if w not in STOP_WORDS else []
-            nxt = words[i + 1] if i + 1 < len(words) else None
+            nxt = words[i + 1] if i + 1 < len(words) and not ends[i] else None
             before_noun = nxt is not None and nxt not in STOP_WORDS and ("noun" in self.pos(nxt) or out[i + 1] in ("adj", "adv"))
             if ("adj" in tags or "adv" in tags) and before_noun:
                 out[i] = "adj" if "adj" in tags else "adv"
