@@ -400,6 +400,7 @@ def create_model(config: ModelConfig, device: str | torch.device = "cpu", seed: 
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
     try:
         clip, _, preprocess = open_clip.create_model_and_transforms(config.arch, pretrained=pretrained, device=device,
                                                                     weights_only=True)

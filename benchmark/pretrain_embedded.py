@@ -41,7 +41,7 @@ from .train import TrainConfig, train
 ARCH = "clipbench-minilm-rn"
 TAG = "embedded-v3"
 SEED = 0
-RECIPE = TrainConfig(epochs=10, batch_size=256, lr=2e-3, warmup_steps=50)
+RECIPE = TrainConfig(epochs=20, batch_size=256, lr=2e-3, warmup_steps=50)
 
 
 def pretrain(recipe: TrainConfig = RECIPE, seed: int = SEED, cache_root: Path | None = None,

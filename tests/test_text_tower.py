@@ -57,3 +57,28 @@ def test_a_feature_depends_on_its_batch_only_by_rounding():
     alone = store._compute([CAPTIONS[0]]).float()
     mixed = store._compute(CAPTIONS + [c.upper() for c in CAPTIONS]).float()
     assert (alone[0] - mixed[0]).abs().max() <= 2e-3  # at most a float16 step; no padding enters the mean
+
+
+def test_the_shipped_clean_model_is_the_one_its_script_describes():
+    """The shipped weights record their recipe and data; both must be what the code makes now
+    (a change to the world, the captions or the recipe without retraining fails here)."""
+    import json
+
+    from safetensors import safe_open
+
+    from benchmark.config import to_dict
+    from benchmark.data.sources import open_data
+    from benchmark.models import shipped_weights
+    from benchmark.pretrain_embedded import ARCH, RECIPE, SEED, TAG
+    from benchmark.suite import load_suite
+
+    path = shipped_weights(ARCH, TAG)
+    with safe_open(str(path), "pt") as fh:
+        record = json.loads(fh.metadata()["clipbench"])
+        keys = set(fh.keys())
+    data = open_data(load_suite("embedded", {"model": {"pretrained": None}}).data)
+    assert record["recipe"] == to_dict(RECIPE) and record["seed"] == SEED
+    assert record["data"] == json.loads(json.dumps(data.identity()))
+    model = create_model(ModelConfig(ARCH, TAG), seed=0)  # loads strictly: every trained tensor present
+    assert keys == set(model.state_dict())
+    assert record["val"]["colour_accuracy"] >= 0.9
