@@ -1,12 +1,14 @@
 """The ``clipbench`` command line: run | list | leaderboard | preview.
 
 Bad input (unknown method, malformed ``--set``, invalid config, unwritable results
-directory, a ``--plugin`` that cannot be loaded) prints one line naming the problem and
-the fix and exits with code 2; ``--debug`` shows the traceback instead. Exit codes: 0 all
-cells ok; 1 some cells failed (listed; each failed cell's result file holds the
-traceback); 2 bad input; 75 the results directory is in use (``--no-wait``); 130 / 143
-interrupted by SIGINT / SIGTERM (finished files are kept, no file is half-written; rerun
-to resume).
+directory, a ``--plugin`` that cannot be loaded, a missing data source or checkpoint)
+prints one line per problem naming the problem and the fix and exits with code 2; ``run``
+checks every input first (:mod:`benchmark.validate`) and reports all its problems at once,
+before any stage ran or any file was written; ``--debug`` shows the traceback instead.
+Exit codes: 0 all cells ok; 1 the run started and some cells failed (listed; each failed
+cell's result file holds the traceback; finished cells are kept); 2 bad input (nothing
+ran); 75 the results directory is in use (``--no-wait``); 130 / 143 interrupted by SIGINT /
+SIGTERM (finished files are kept, no file is half-written; rerun to resume).
 """
 from __future__ import annotations
 
@@ -150,7 +152,14 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     from .display import format_matrix, print_plan
     from .progress import Reporter
     from .session import Session
+    from .validate import InvalidInput, check_run
 
+    findings = check_run(args)  # every input, before any work: exit 2 with one line per problem, nothing written
+    if findings.problems:
+        raise InvalidInput(findings.problems)
+    for note in findings.notes:  # --dry-run plans without data or weights; say what a run would refuse
+        Console(stderr=True).print(f"clipbench: note: without --dry-run this is an error: {note}", highlight=False,
+                                   markup=False, soft_wrap=True)
     seeds, choice = _seeds(args), _executor_choice(args)
     session = Session.open(args.suite, args.overrides, args.plugins, args.cache_dir, distributed=True,
                            reporter=Reporter(enabled=not args.quiet, console=console))
@@ -214,7 +223,14 @@ def cmd_preview(args: argparse.Namespace, console: Console) -> int:
     """Render each attack's test-time trigger on clean test images into one PNG."""
     from .preview import save_preview
     from .session import Session
+    from .validate import Findings, InvalidInput, split_names
 
+    found = Findings()  # the list option is checked as in ``run``: no empty items, no name twice
+    split_names(args.attack, "--attack", "attack", found)
+    if args.seed < 0:
+        found.add(f"--seed {args.seed} is negative; seeds are non-negative integers, e.g. --seed 0")
+    if found.problems:
+        raise InvalidInput(found.problems)
     session = Session.open(args.suite, args.overrides, args.plugins)
     attacks = session.attacks.resolve(args.attack)
     out = Path(args.out)
@@ -256,6 +272,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .lock import LockedError
     from .registry import RegistryError
 
+    from .validate import InvalidInput
+
     args = _parser().parse_args(argv)
     previous_sigterm = _terminate_as_interrupt()
     console = Console()
@@ -263,6 +281,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return {"run": cmd_run, "list": cmd_list, "leaderboard": cmd_leaderboard,
                 "preview": cmd_preview}[args.command](args, console)
+    except InvalidInput as exc:
+        if args.debug:
+            raise
+        for problem in exc.problems:
+            err.print(f"clipbench: error: {problem}", highlight=False, markup=False, soft_wrap=True)
+        return EXIT_USAGE
     except (UsageError, ConfigError, RegistryError) as exc:
         if args.debug:
             raise

@@ -24,6 +24,21 @@ class ConfigError(ValueError):
     """Invalid configuration. The message names the key, the value and the fix."""
 
 
+class InvalidValue(ConfigError):
+    """A value outside its valid range (raised by :func:`check`); :func:`from_dict` prefixes ``key``
+    with the section it is in, so that the message names the full key (``pretrain.epochs``)."""
+
+    def __init__(self, key: str, value: Any, fix: str):
+        self.key, self.value, self.fix = key, value, fix
+        super().__init__(f"{key}={value!r} is invalid: {fix}")
+
+    def under(self, prefix: str) -> "InvalidValue":
+        """The same error with ``key`` placed under ``prefix`` (``"pretrain."``), unless it already is."""
+        if not prefix or self.key.startswith(prefix):
+            return self
+        return InvalidValue(prefix + self.key, self.value, self.fix)
+
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp).replace("typing.", ""))
 
@@ -116,6 +131,8 @@ def from_dict(cls: type[C], data: dict[str, Any] | None, prefix: str = "") -> C:
         kwargs[key] = _coerce(value, types_[key], prefix + key)
     try:
         return cls(**kwargs)
+    except InvalidValue as exc:
+        raise exc.under(prefix) from None
     except ConfigError:
         raise
     except (TypeError, ValueError) as exc:
@@ -183,4 +200,4 @@ def config_hash(data: Any) -> str:
 def check(condition: bool, key: str, value: Any, fix: str) -> None:
     """Raise a one-line ConfigError unless ``condition`` holds (for ``__post_init__``)."""
     if not condition:
-        raise ConfigError(f"{key}={value!r} is invalid: {fix}")
+        raise InvalidValue(key, value, fix)

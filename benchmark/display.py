@@ -91,9 +91,15 @@ def print_plan(session: Any, plan: Any, console: Console) -> Any:
         table.add_row(node.label, "[yellow]to run[/]", _duration(s) if s is not None else "?", costs.source[node.key])
     console.print(table)
     total = costs.total()
-    hours = "GPU hours" if str(costs.device).startswith("cuda") else "CPU-core-set hours"
     unknown = f" (+{costs.unknown()} stage(s) of unknown cost)" if costs.unknown() else ""
-    console.print(f"{len(status.to_run)} stage(s) to run, {len(status.cached)} cached; estimated {_duration(total)} "
-                  f"in one process{unknown} = {total / 3600:.2f} {hours}; critical path {_duration(costs.critical_path(plan))} "
-                  f"(the floor with enough workers; {available_cores()} core(s) here)", highlight=False)
+    path = _duration(costs.critical_path(plan))
+    if str(costs.device).startswith("cuda"):
+        console.print(f"{len(status.to_run)} stage(s) to run, {len(status.cached)} cached; estimated {total / 3600:.2f} "
+                      f"GPU hours{unknown}: the stages one after another on one GPU; critical path {path} (the "
+                      "shortest wall time, with one GPU per stage that can run at once)", highlight=False)
+    else:
+        console.print(f"{len(status.to_run)} stage(s) to run, {len(status.cached)} cached; estimated {_duration(total)} "
+                      f"wall time{unknown} running one stage at a time on this machine ({available_cores()} CPU cores); "
+                      f"critical path {path} (the shortest wall time, with a worker for every stage that can run at "
+                      "once)", highlight=False)
     return status

@@ -77,6 +77,18 @@ class Outcome:
         return type(self.error_type, (StageError,), {})(self.error)
 
 
+def error_message(exc: BaseException) -> str:
+    """The one-line message of a stage's exception. A DataLoader worker's error arrives wrapped
+    ("Caught DataError in DataLoader worker process 0.\nOriginal Traceback ...\n<module>.DataError:
+    <message>"): its original message is kept, the traceback goes to the result's ``traceback``."""
+    text = str(exc)
+    if "\nOriginal Traceback" in text:
+        last = text.strip().splitlines()[-1]
+        _, sep, message = last.partition(f"{type(exc).__name__}: ")
+        return message if sep else last
+    return text
+
+
 class StageError(RuntimeError):
     """A stage failed in a worker; the message carries the original exception."""
 
@@ -139,7 +151,7 @@ def run_task(task: Task) -> Outcome:
             stages.run(task.node)
         return Outcome(task.node.key, True, time.perf_counter() - start, worker=worker)
     except Exception as exc:  # reported to the runner, which fails the dependent cells
-        return Outcome(task.node.key, False, time.perf_counter() - start, type(exc).__name__, str(exc),
+        return Outcome(task.node.key, False, time.perf_counter() - start, type(exc).__name__, error_message(exc),
                        traceback.format_exc(), worker=worker)
     finally:
         if _IN_POOL_WORKER:
@@ -239,7 +251,7 @@ class LocalExecutor:
         except KeyboardInterrupt:
             raise
         except Exception as exc:
-            out = Outcome(task.node.key, False, time.perf_counter() - start, type(exc).__name__, str(exc),
+            out = Outcome(task.node.key, False, time.perf_counter() - start, type(exc).__name__, error_message(exc),
                           traceback.format_exc(), worker="local")
         return [(task, out)]
 
