@@ -13,10 +13,9 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 #: --set overrides that make a whole cell run in seconds: a micro model, 5% of the data.
 TINY_SETS = [
-    "model.arch=clipbench-micro-rn", "model.pretrained=null",
+    # the shipped clean CLIP (no pre-training in a run), 8% of the data, 10% poisoned pairs
     "data.fraction=0.08",
-    "pretrain.epochs=6", "pretrain.batch_size=64", "pretrain.lr=5e-3", "pretrain.warmup_steps=5",
-    "poison_train.epochs=7", "poison_train.batch_size=64", "poison_train.lr=5e-3", "poison_train.warmup_steps=5",
+    "poison_train.epochs=10", "poison_train.batch_size=64", "poison_train.lr=2e-3", "poison_train.warmup_steps=5",
     "attack_common.poison_rate=0.1", "eval.batch_size=500",
 ]
 
