@@ -445,12 +445,19 @@ def _store_for(body_path: str, folder: str | None, arch: str, context_length: in
     from .text_features import TextFeatureStore
 
     text = text_ref[0]
+    body: list[nn.Module] = []
 
     def encode(ids: torch.Tensor) -> torch.Tensor:
-        param = next(text.transformer.parameters())
-        ids = ids.to(param.device)
+        # in float64, on a private copy of the frozen body: a caption's value then differs
+        # between batches by ~1e-15, far below the float16 step the store keeps, so the
+        # stored feature does not depend on which other captions shared its batch
+        if not body:
+            import copy
+
+            body.append(copy.deepcopy(text.transformer).double().cpu().eval())
         mask = torch.ones_like(ids)
-        return text.pooler(text.transformer(input_ids=ids, attention_mask=mask), mask).float().cpu()
+        out = body[0](input_ids=ids.cpu(), attention_mask=mask)
+        return text.pooler(out, mask).float()
 
     tokenizer = token_cache(arch, context_length).tokenizer
     return TextFeatureStore(body_id, Path(folder) if folder else None, encode, tokenizer, int(text.config.pad_token_id))

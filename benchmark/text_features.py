@@ -8,12 +8,12 @@ distinct caption and keeps it in memory and, given a folder, on disk in the stag
 for what trains (the projection) and every later stage, worker or run reads it back.
 
 Features are computed per token length (captions of one length are batched together,
-so no padding token enters a mean) and stored as float16; what a run reads back is what
-was stored, so a warm rerun sees the cold run's numbers exactly. A caption computed in
-another batch (another cache folder, another order) can differ by one float16 step
-(~1e-3), from the matrix kernels' batch-dependent rounding. Shards are immutable,
-content-addressed by their captions and written atomically; every process reads what
-the others stored before computing anything.
+so no padding token enters a mean), in float64, and stored as float16: the batch-dependent
+rounding of the matrix kernels (~1e-15) stays far below the stored precision, so a
+caption's feature does not depend on which other captions shared its batch, and a cold
+and a warm run see the same numbers. Shards are immutable, content-addressed by their
+captions and written atomically; every process reads what the others stored before
+computing anything.
 """
 from __future__ import annotations
 
