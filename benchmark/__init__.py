@@ -9,8 +9,9 @@ Versioning: :data:`API_VERSION` is ``"MAJOR.MINOR"``. A minor bump adds names or
 arguments; a major bump removes or changes one. A plugin written against ``1.x`` works
 with every ``1.y`` (y >= x).
 
-The API (version 1.1; 1.1 added :class:`DefenseStage`, :func:`to_uint8` and
-:func:`zero_shot_weights`):
+The API (version 1.2; 1.1 added :class:`DefenseStage`, :func:`to_uint8` and
+:func:`zero_shot_weights`; 1.2 :func:`embedded_caption_phrases`, and ``AttackConfig.target``
+no longer defaults to a class of the embedded data: it comes from the suite):
 
 Methods
     :class:`Attack` (``name``, ``Config``, ``apply(images)``, optional ``poison``),
@@ -28,7 +29,8 @@ Data and models
     :class:`TensorPairs` (images uint8 (N, C, H, W), captions, labels, class names),
     :class:`Batch`, :func:`to_uint8` (float [0, 1] images -> uint8, as stored and evaluated),
     :class:`ClipModel` (``encode_image`` on [0, 1] images, ``encode_text``, ``logit_scale``),
-    :func:`zero_shot_weights` (a model's prompt-ensemble class embeddings), :class:`Reporter`.
+    :func:`zero_shot_weights` (a model's prompt-ensemble class embeddings), :class:`Reporter`,
+    :func:`embedded_caption_phrases` (the embedded data's caption vocabulary).
 Configs
     :class:`ConfigError` and :func:`check` (``check(cond, key, value, fix)`` in a
     ``__post_init__`` or ``validate``: a one-line error naming the key and the fix).
@@ -66,6 +68,15 @@ from .train import NonFiniteLossError, TrainConfig, TrainStats, train  # noqa: E
 _LAZY = {"check_attack": "benchmark.testing", "check_defense": "benchmark.testing"}
 
 
+def embedded_caption_phrases() -> tuple[str, ...]:
+    """Every phrase an embedded-world caption is made of (frames, garment names, attribute
+    phrases; ``{}`` / ``{pronoun}`` mark slots): the vocabulary of the embedded data, for
+    methods that ship word resources for it (EDA's WordNet subset). Added in API 1.2."""
+    from .data.captions import CAPTION_PHRASES
+
+    return tuple(CAPTION_PHRASES)
+
+
 def __getattr__(name: str):
     """``check_attack`` / ``check_defense`` are imported from :mod:`benchmark.testing` on first use."""
     if name in _LAZY:
@@ -81,6 +92,6 @@ __all__ = [
     "API_VERSION", "ATTACK_GROUP", "Attack", "AttackConfig", "AttackContext", "Batch", "ClipModel", "ClipObjective",
     "ConfigError", "DEFENSE_GROUP", "Defense", "DefenseConfig", "DefenseContext", "LossOutput", "NonFiniteLossError",
     "Objective", "PoisonedSet", "Reporter", "DefenseStage", "Stage", "StepContext", "TensorPairs", "TrainConfig", "TrainStats",
-    "caption_targets", "check", "to_uint8", "zero_shot_weights", "check_attack", "check_defense", "clip_loss", "info_nce", "is_plugin", "train",
+    "caption_targets", "check", "embedded_caption_phrases", "to_uint8", "zero_shot_weights", "check_attack", "check_defense", "clip_loss", "info_nce", "is_plugin", "train",
     "__version__",
 ]

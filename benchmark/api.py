@@ -27,7 +27,7 @@ from .models import ClipModel
 from .progress import Reporter
 from .train import TrainConfig, TrainStats, train
 
-API_VERSION = "1.1"
+API_VERSION = "1.2"
 MANIFEST_VERSION = 1
 
 
@@ -47,9 +47,13 @@ Stage = DefenseStage
 # ---------------------------------------------------------------------------- attacks
 @dataclass
 class AttackConfig:
-    """Options shared by all attacks. ``target`` is a class name of the suite's data."""
+    """Options shared by all attacks. ``target`` is a class name of the suite's data.
 
-    target: str = "sneaker"
+    It has no default here: the target is dataset-specific, so it comes from the suite
+    (``attack_common.target``, or ``attacks.<name>.target``); a suite without one is
+    refused before any work."""
+
+    target: str | None = None
     poison_rate: float = 0.01
 
     def __post_init__(self) -> None:

@@ -242,8 +242,14 @@ class LocalExecutor:
         return task
 
     def wait(self, handles: list[Task]) -> list[tuple[Task, Outcome]]:
+        import torch
+
         task = handles[0]
         start = time.perf_counter()
+        # the stage's thread count, as in a pool worker: float results depend on it, so a
+        # stage must not inherit whatever this process was last set to (a notebook, a test)
+        before = torch.get_num_threads()
+        torch.set_num_threads(max(1, task.threads))
         try:
             if not self.stages.done(task.node):
                 self.stages.run(task.node)
@@ -253,6 +259,8 @@ class LocalExecutor:
         except Exception as exc:
             out = Outcome(task.node.key, False, time.perf_counter() - start, type(exc).__name__, error_message(exc),
                           traceback.format_exc(), worker="local")
+        finally:
+            torch.set_num_threads(before)
         return [(task, out)]
 
     def close(self) -> None:

@@ -52,7 +52,9 @@ def _context(attack: Attack, seed: int, model_box: dict[str, Any]) -> AttackCont
             model_box["model"] = _reference_model()
         return model_box["model"]
 
-    target = CLASS_NAMES.index(attack.config.target)
+    # the contract data is the embedded world's: an attack built without a suite (target None)
+    # is checked against its "sneaker" class, the embedded suite's own target
+    target = CLASS_NAMES.index(attack.config.target or "sneaker")
     return AttackContext(CLASS_NAMES, target, seed, reference_model=loader if attack.needs_reference_model else None,
                          templates=ZERO_SHOT_TEMPLATES)
 

@@ -251,7 +251,10 @@ def _method_problems(suite: Any, reg: Any, section: str, names: list[str], seeds
                              "fix its configuration or its code")
                 break
         target = getattr(config, "target", None)
-        if section == "attacks" and bundle is not None and target is not None and target not in bundle.class_names:
+        if section == "attacks" and target is None and hasattr(config, "target"):
+            findings.add(f"attacks.{name}: no target class; set attack_common.target (or attacks.{name}.target) "
+                         "in the suite to a class of its data, e.g. --set attack_common.target=<class>")
+        elif section == "attacks" and bundle is not None and target is not None and target not in bundle.class_names:
             key = _origin(f"attacks.{name}.target", section, name, suite)
             shown = ", ".join(bundle.class_names[:12]) + (", ..." if len(bundle.class_names) > 12 else "")
             findings.add(f"{key}={target!r} is not a class of this suite's data; choose one of {shown}")

@@ -29,10 +29,8 @@ WordNet. Three sources of synonyms (:func:`load_lexicon`):
   (loaded only when such a word appears). Since the subset was computed from full
   WordNet, ``auto`` equals ``full`` everywhere.
 
-TA-Cleaner sub-captions (Xun et al., 2024; no public code, choices documented in
-``defenses/ta_cleaner.py``): :func:`positive_subcaption` drops modifiers (adjectives and
-adverbs) and keeps the nouns; :func:`negative_subcaption` swaps exactly one content word
-(noun, verb or adjective) for another word of the same part of speech from a vocabulary.
+TA-Cleaner's sub-captions use this module's lexicon and word splitting; they are built
+in one place, ``defenses.ta_cleaner.SubCaptioner``.
 """
 from __future__ import annotations
 
@@ -327,87 +325,15 @@ class CaptionAugmenter:
         return out
 
 
-# ------------------------------------------------------------ TA-Cleaner sub-captions
-CONTENT_POS = ("noun", "verb", "adj")
-
-
-@dataclass
-class Vocabulary:
-    """Words of the data by part of speech, for negative sub-captions.
-
-    ``modifiers``: adjectives/adverbs that positive sub-captions drop. ``protected``:
-    words that are never swapped nor dropped (function words, template words).
-    ``by_pos``: replacement candidates per part of speech.
-    """
-
-    by_pos: dict[str, list[str]]
-    modifiers: frozenset[str]
-    pos_of: dict[str, str]
-
-    @classmethod
-    def from_captions(cls, captions: Iterable[str], lexicon: Lexicon, extra: dict[str, str] | None = None) -> "Vocabulary":
-        """Tag each distinct word with its first WordNet part of speech (noun > verb > adj > adv).
-
-        ``extra`` forces tags (e.g. the embedded data's known modifiers -> ``adj``).
-        """
-        pos_of: dict[str, str] = {}
-        for caption in captions:
-            for w in caption_words(caption):
-                if w in pos_of or w in STOP_WORDS:
-                    continue
-                tags = lexicon.pos(w)
-                for tag in ("noun", "verb", "adj", "adv"):
-                    if tag in tags:
-                        pos_of[w] = tag
-                        break
-        pos_of.update(extra or {})
-        by_pos: dict[str, list[str]] = {p: sorted(w for w, t in pos_of.items() if t == p) for p in ("noun", "verb", "adj", "adv")}
-        modifiers = frozenset(w for w, t in pos_of.items() if t in ("adj", "adv"))
-        return cls(by_pos, modifiers, pos_of)
-
-
-def positive_subcaption(caption: str, vocab: Vocabulary) -> str:
-    """The caption with its modifiers (adjectives, adverbs) dropped; nouns kept."""
-    kept = [t for t in caption.split() if split_word(t)[1].lower() not in vocab.modifiers]
-    out = " ".join(kept)
-    last = caption.split()[-1] if caption.split() else ""
-    post = split_word(last)[2]
-    if post and not out.endswith(post):  # the dropped last word carried the final punctuation
-        out += post
-    return out
-
-
-def negative_subcaption(caption: str, vocab: Vocabulary, rng: np.random.Generator,
-                        avoid: frozenset[str] = frozenset()) -> str | None:
-    """Swap exactly one content word (noun/verb/adj) for another of the same part of speech.
-
-    ``avoid`` lists replacements not allowed (e.g. synonyms of the caption's class, which
-    would make the "negative" true). Returns None when no word can be swapped.
-    """
-    tokens = caption.split()
-    slots = [(i, w.lower(), vocab.pos_of[w.lower()]) for i, t in enumerate(tokens)
-             if (w := split_word(t)[1]) and vocab.pos_of.get(w.lower()) in CONTENT_POS]
-    for k in rng.permutation(len(slots)):
-        i, word, pos = slots[int(k)]
-        words_now = set(caption_words(caption))
-        options = [c for c in vocab.by_pos[pos] if c != word and c not in avoid and c not in words_now]
-        if options:
-            pre, _, post = split_word(tokens[i])
-            out = list(tokens)
-            out[i] = pre + options[int(rng.integers(len(options)))] + post
-            return " ".join(out)
-    return None
-
-
 # ------------------------------------------------------------------ the shipped subset
 def embedded_vocabulary() -> list[str]:
     """Every word that can occur in an embedded caption (frames, templates, names, attribute
-    phrases: ``benchmark.data.captions.CAPTION_PHRASES``; EDA is applied once, to an
+    phrases: :func:`benchmark.embedded_caption_phrases`; EDA is applied once, to an
     original caption, so no other word is ever looked up)."""
-    from benchmark.data.captions import CAPTION_PHRASES
+    from benchmark import embedded_caption_phrases
 
     words: set[str] = set()
-    for phrase in CAPTION_PHRASES:
+    for phrase in embedded_caption_phrases():
         words.update(caption_words(phrase.replace("{pronoun}", " ").replace("{}", " ")))
     return sorted(words)
 

@@ -13,15 +13,6 @@ from typing import Any
 
 SCHEMA_VERSION = 1
 
-#: Attack family when a result predates the ``attack.family`` field (schema 1 allows both).
-KNOWN_FAMILIES: dict[str, str] = {
-    "badnet": "patch",
-    "blended": "blend",
-    "wanet": "warp",
-    "label_consistent": "clean_label",
-}
-
-
 @dataclass(frozen=True)
 class CellResult:
     """One seed of one attack x defense cell, as read from its JSON file."""
@@ -61,11 +52,9 @@ class CellResult:
 
 
 def attack_family(attack: dict[str, Any]) -> str:
-    """The result's ``attack.family``, else a known mapping by name, else ``other``."""
+    """The result's ``attack.family`` (written from the attack class's ``family``), else ``other``."""
     family = attack.get("family") or (attack.get("config") or {}).get("family")
-    if isinstance(family, str) and family:
-        return family
-    return KNOWN_FAMILIES.get(str(attack.get("name")), "other")
+    return family if isinstance(family, str) and family else "other"
 
 
 def origin(source: str) -> str:

@@ -20,6 +20,14 @@ TINY_SETS = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    """A test that changes torch's thread count (distributed, contract checks) leaves it as it found it."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def tiny_sets() -> list[str]:
     return list(TINY_SETS)

@@ -1,6 +1,6 @@
 """A realistic synthetic results tree for the leaderboard tests (no training involved).
 
-4 attacks (one without the ``family`` field, as older results have) x 5 defenses x 3
+4 attacks x 5 defenses x 3
 seeds, in the documented schema-1 layout, with: a plugin-sourced defense that misses an
 attack entirely and whose every seed of another attack failed, one failed seed in an
 otherwise finished cell, and a training-stage defense. Metrics are drawn from a seeded
@@ -18,7 +18,7 @@ ATTACKS = {  # name -> (family written into results or None, undefended ASR, cle
     "badnet": ("patch", 0.96, 0.004),
     "blended": ("blend", 0.99, 0.001),
     "wanet": ("warp", 0.72, 0.010),
-    "label_consistent": (None, 0.45, 0.003),  # no family field: the leaderboard maps the name
+    "label_consistent": ("clean_label", 0.45, 0.003),
 }
 PLUGIN = "tidy_plugin"
 DEFENSES = {  # name -> (stage, source, ASR multiplier, CA change)

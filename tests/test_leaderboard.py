@@ -130,6 +130,14 @@ def test_plugin_and_family_fields(board):
     assert set(board.defense_rankings) == {"all", "patch", "blend", "warp", "clean_label"}
 
 
+def test_attack_family_comes_from_the_result_file():
+    from leaderboard.reader import attack_family
+
+    assert attack_family({"name": "badnet", "family": "patch"}) == "patch"
+    assert attack_family({"name": "mine", "config": {"family": "signal"}}) == "signal"
+    assert attack_family({"name": "badnet"}) == "other"  # no name-based guess: the file is the truth
+
+
 def test_attack_ranking(board, results):
     rows = {r["attack"]: r for r in board.attack_ranking}
     # wanet misses the plugin defense: no mean, no rank

@@ -87,6 +87,7 @@ def test_bad_options_are_one_line_exit_2(argv, needle, tmp_path, capsys):
     ("attacks.badnet.patch_size=40", "attacks.badnet.patch_size=40 (margin 0) does not fit a 32x32 image"),
     ("attack_common.target=zebra", "attack_common.target='zebra' is not a class of this suite's data"),
     ("attacks.badnet.target=zebra", "attacks.badnet.target='zebra' is not a class"),
+    ("attack_common.target=null", "attacks.badnet: no target class; set attack_common.target"),
     ("data.fraction=0", "data.fraction=0.0 is invalid"),
     ("model.arch=RN5000", "unknown model.arch 'RN5000'"),
 ])

@@ -69,7 +69,9 @@ class DataBundle:
             return {**{k: data[k] for k in EMBEDDED_KEYS}, "captions_version": CAPTIONS_VERSION}
         return {**data, "input_spec": to_dict(self.input_spec)}
 
-    def target_index(self, target: str) -> int:
+    def target_index(self, target: str | None) -> int:
+        if target is None:
+            raise ConfigError("no attack target class: set attack_common.target in the suite to a class of its data")
         if target not in self.class_names:
             raise ConfigError(f"target={target!r} is not a class of this suite's data; choose one of "
                               f"{', '.join(self.class_names)}")
