@@ -10,7 +10,9 @@ display. Schema (version 1)::
     metrics {clean_accuracy, asr, ra, asr_at_k{k: frac}, intervals{name: [lo, hi]}, counts},
     baseline  (the undefended model on the same poisoned set: same metric keys),
     clean_model {clean_accuracy, asr, ...}  (the clean pre-trained model, trigger applied),
-    der, poison {num_poisoned, manifest (path; the manifest holds poison_rate_actual)},
+    der, implanted (the undefended ASR reached IMPLANTED_ASR: the backdoor was implanted;
+    the leaderboard leaves attacks that were not out of defense means),
+    poison {num_poisoned, manifest (path; the manifest holds poison_rate_actual)},
     timings_s {pretrain, poison, poison_train, defense (post-training defenses only), evaluate},
     provenance {clipbench, git, torch, open_clip, python, config_hash, cell_key, created},
     error (null, or {type, message, traceback})
@@ -24,6 +26,9 @@ from typing import Any, Iterable
 from .cache import atomic_write_text
 
 SCHEMA_VERSION = 1
+#: undefended ASR from which a backdoor counts as implanted (below it there is nothing for a
+#: defense to remove, so a defense's ASR on that attack says nothing about the defense)
+IMPLANTED_ASR = 0.5
 
 
 def cell_path(results_dir: Path, suite: str, attack: str, defense: str, seed: int) -> Path:

@@ -20,7 +20,7 @@ from .cache import Cache
 from .config import config_hash, to_dict
 from .evaluate import der
 from .plan import Cell, Node, Plan
-from .results import SCHEMA_VERSION, read_result, write_result
+from .results import IMPLANTED_ASR, SCHEMA_VERSION, read_result, write_result
 from .stages import StageExecutor
 
 
@@ -119,6 +119,7 @@ def assemble(cell: Cell, plan: Plan, executor: StageExecutor, error: BaseExcepti
     result["baseline"] = _metrics_block(b)
     result["clean_model"] = _metrics_block(c)
     result["der"] = der(b["asr"], m["asr"], b["clean_accuracy"], m["clean_accuracy"])
+    result["implanted"] = bool(b["asr"] >= IMPLANTED_ASR)
     result["diagnostics"] = diagnostics(cell, plan, executor, m, b, c)
     poison_meta = executor.cache.meta("poison", cell.stage_keys["poison"])
     result["poison"] = {"num_poisoned": poison_meta["num_poisoned"],

@@ -245,6 +245,9 @@ def build_site(results_dir: Path, out_dir: Path | None = None, *, figures: bool 
         raise LeaderboardError(f"no cell results (seed-*.json, schema 1) under {str(results_dir)!r}; run "
                                "`clipbench run` first or pass --results-dir")
     boards = build_boards(read.cells)
+    from .sweeps import read_sweeps, sweep_csv, sweep_figure
+
+    sweeps, sweep_skipped = read_sweeps(results_dir)
     written: list[Path] = []
     suites = []
     img_dir = out_dir / "img"
@@ -258,13 +261,22 @@ def build_site(results_dir: Path, out_dir: Path | None = None, *, figures: bool 
                 _write(out_dir / name, png)
                 written.append(out_dir / name)
                 images[kind] = name
-        suites.append(_suite_context(board, images))
+            png = sweep_figure([w for w in sweeps if w.suite == board.suite])
+            if png is not None:
+                name = f"img/{slug(board.suite)}-sweep.png"
+                _write(out_dir / name, png)
+                written.append(out_dir / name)
+                images["sweep"] = name
+        context = _suite_context(board, images)
+        context["sweeps"] = [w.row() for w in sweeps if w.suite == board.suite]
+        context["not_implanted"] = board.not_implanted
+        suites.append(context)
     if img_dir.is_dir():  # drop images of suites no longer in the results (only our own PNGs)
         for stale in sorted(img_dir.glob("*.png")):
             if stale not in written:
                 stale.unlink()
     context = {
-        "suites": suites, "provenance": _provenance(read.cells), "skipped": read.skipped,
+        "suites": suites, "provenance": _provenance(read.cells), "skipped": read.skipped + sweep_skipped,
         "n_cells": len(read.cells), "n_failed": sum(not c.ok for c in read.cells),
         "families": sorted({f for b in boards for f in b.families}),
         "stages": sorted({c.defense_stage for c in read.cells}),
@@ -280,8 +292,8 @@ def build_site(results_dir: Path, out_dir: Path | None = None, *, figures: bool 
     for name, text in (("defenses.csv", _csv(DEFENSE_COLUMNS, defense_rows)),
                        ("attacks.csv", _csv(ATTACK_COLUMNS, attack_rows)),
                        ("cells.csv", _csv(CELL_COLUMNS, cell_rows)),
-                       ("leaderboard.md", _markdown(boards))):
+                       ("leaderboard.md", _markdown(boards))) + ((("sweeps.csv", sweep_csv(sweeps)),) if sweeps else ()):
         _write(out_dir / name, text)
         written.append(out_dir / name)
     return BuildReport(out_dir, index, [b.suite for b in boards], len(read.cells),
-                       sum(not c.ok for c in read.cells), read.skipped, [index] + written)
+                       sum(not c.ok for c in read.cells), read.skipped + sweep_skipped, [index] + written)

@@ -119,6 +119,9 @@ ATTACK_COLUMNS: tuple[Column, ...] = (
            "clean model is an adversarial patch, not a backdoor).", "lower", "pct"),
     Column("undefended_asr", "ASR, no defense", "ASR of the backdoored model, no defense. Higher = a stronger "
            "attack.", "higher", "pct"),
+    Column("implant", "implanted", "Whether the backdoor was implanted: the mean undefended ASR reached 50%. An "
+           "attack that was not implanted is left out of every defense mean and ranking (there was nothing to "
+           "remove).", None, "text"),
     Column("undefended_ca", "CA, no defense", "Clean accuracy of the backdoored model. Higher = a stealthier "
            "attack.", "higher", "pct"),
     Column("mean_asr_defended", "mean ASR under defenses", "Mean ASR over the defenses other than none. Empty "

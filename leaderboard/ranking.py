@@ -4,8 +4,10 @@ Per cell (attack x defense): mean and std over the seeds that finished. Per defe
 means over attacks, computed only when the defense has a result for *every* attack in
 scope, so a defense that skips the hard attack gets no mean rather than a flattering
 one. Per attack: the undefended ASR/CA and how much ASR the defenses leave.
-Ordering is fully determined by the data (ties broken by name), so the same results
-always give the same tables.
+An attack whose mean undefended ASR stays under :data:`IMPLANTED_ASR` is marked "not
+implanted" and left out of every defense mean: with no backdoor to remove, a low ASR
+says nothing about the defense. Ordering is fully determined by the data (ties broken by
+name), so the same results always give the same tables.
 """
 from __future__ import annotations
 
@@ -17,6 +19,9 @@ from typing import Any
 from .reader import CellResult, origin
 
 NO_DEFENSE_STAGE = "none"
+#: an attack whose mean undefended ASR stays below this was not implanted (the engine's
+#: ``benchmark.results.IMPLANTED_ASR``; repeated here: the leaderboard reads files only)
+IMPLANTED_ASR = 0.5
 
 
 def _mean(values: list[float]) -> float | None:
@@ -96,6 +101,7 @@ class SuiteBoard:
     families: list[str]
     defense_rankings: dict[str, list[dict[str, Any]]]  # scope ("all" or a family) -> rows
     attack_ranking: list[dict[str, Any]]
+    not_implanted: list[str] = field(default_factory=list)  # attacks left out of defense means
 
     def cell(self, attack: str, defense: str) -> CellSummary | None:
         return self.cells.get((attack, defense))
@@ -192,10 +198,13 @@ def rank_attacks(board_cells: dict[tuple[str, str], CellSummary], attacks: list[
         asr = {d: v for d, v in asr.items() if v is not None}
         best = min(asr, key=lambda d: (asr[d], d)) if asr else None
         full = bool(real) and len(asr) == len(real)
+        undefended = _mean(list(by_seed.get("asr", {}).values()))
         rows.append({
+            "implanted": undefended is None or undefended >= IMPLANTED_ASR,
+            "implant": "yes" if undefended is None or undefended >= IMPLANTED_ASR else "not implanted",
             "attack": a, "family": first.family, "source": first.attack_source, "origin": origin(first.attack_source),
             "clean_model_asr": _mean(list(by_seed.get("floor", {}).values())),
-            "undefended_asr": _mean(list(by_seed.get("asr", {}).values())),
+            "undefended_asr": undefended,
             "undefended_ca": _mean(list(by_seed.get("ca", {}).values())),
             "mean_asr_defended": _mean(list(asr.values())) if full else None,
             "best_defense_asr": asr[best] if best is not None else None,
@@ -230,14 +239,16 @@ def build_boards(cells: list[CellResult]) -> list[SuiteBoard]:
         attacks = sorted({a for a, _ in summaries})
         stages = {d: s.stage for (_, d), s in summaries.items()}
         defenses = _defense_order(stages)
-        families = sorted({s.family for s in summaries.values()})
-        rankings = {"all": rank_defenses(summaries, attacks, defenses)}
+        attack_rows = rank_attacks(summaries, attacks, defenses)
+        not_implanted = sorted(r["attack"] for r in attack_rows if not r["implanted"])
+        scored = [a for a in attacks if a not in not_implanted]
+        families = sorted({s.family for s in summaries.values() if s.attack in scored})
+        rankings = {"all": rank_defenses(summaries, scored, defenses)}
         if len(families) > 1:
             for fam in families:
-                scope = [a for a in attacks if any(s.family == fam for (aa, _), s in summaries.items() if aa == a)]
+                scope = [a for a in scored if any(s.family == fam for (aa, _), s in summaries.items() if aa == a)]
                 rankings[fam] = rank_defenses(summaries, scope, defenses)
-        boards.append(SuiteBoard(suite, attacks, defenses, summaries, families, rankings,
-                                 rank_attacks(summaries, attacks, defenses)))
+        boards.append(SuiteBoard(suite, attacks, defenses, summaries, families, rankings, attack_rows, not_implanted))
     return boards
 
 

@@ -18,7 +18,7 @@ ATTACKS = {  # name -> (family written into results or None, undefended ASR, cle
     "badnet": ("patch", 0.96, 0.004),
     "blended": ("blend", 0.99, 0.001),
     "wanet": ("warp", 0.72, 0.010),
-    "label_consistent": ("clean_label", 0.45, 0.003),
+    "label_consistent": ("clean_label", 0.62, 0.003),
 }
 PLUGIN = "tidy_plugin"
 DEFENSES = {  # name -> (stage, source, ASR multiplier, CA change)

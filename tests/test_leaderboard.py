@@ -130,6 +130,27 @@ def test_plugin_and_family_fields(board):
     assert set(board.defense_rankings) == {"all", "patch", "blend", "warp", "clean_label"}
 
 
+def test_an_attack_that_was_not_implanted_is_marked_and_left_out_of_defense_means(tmp_path):
+    root = write_tree(tmp_path / "results")
+    for path in (root / "embedded" / "label_consistent").rglob("seed-*.json"):
+        data = json.loads(path.read_text())
+        if data["status"] == "ok":  # the backdoor never took: undefended ASR 30%
+            data["baseline"]["asr"] = 0.30
+            if data["defense"]["stage"] == "none":
+                data["metrics"]["asr"] = 0.30
+            path.write_text(json.dumps(data))
+    (b,) = build_boards(read_results(root).cells)
+    assert b.not_implanted == ["label_consistent"]
+    lc = next(r for r in b.attack_ranking if r["attack"] == "label_consistent")
+    assert lc["implant"] == "not implanted" and not lc["implanted"]
+    assert all(r["implanted"] for r in b.attack_ranking if r["attack"] != "label_consistent")
+    rows = {r["defense"]: r for r in b.defense_rankings["all"]}
+    assert rows["cleanclip"]["coverage"] == (3, 3)  # scored over the three implanted attacks only
+    three = [b.cell(a, "cleanclip").mean("metrics", "asr") for a in ("badnet", "blended", "wanet")]
+    assert rows["cleanclip"]["mean_asr"] == pytest.approx(sum(three) / 3)
+    assert "clean_label" not in b.defense_rankings
+
+
 def test_attack_family_comes_from_the_result_file():
     from leaderboard.reader import attack_family
 
@@ -174,7 +195,7 @@ def test_column_directions(site):
     assert {c.key: c.better for c in CELL_COLUMNS}["asr"] == "lower"
     for c in DEFENSE_COLUMNS + ATTACK_COLUMNS + CELL_COLUMNS:  # every metric says its direction
         assert c.better is not None or c.kind in ("text", "int") and c.key in (
-            "rank", "defense", "stage", "source", "pareto", "attack", "family", "best_defense"), c.key
+            "rank", "defense", "stage", "source", "pareto", "attack", "family", "best_defense", "implant"), c.key
         assert c.description
     parser = _Headers()
     parser.feed(site.index.read_text())
@@ -242,3 +263,29 @@ def test_cli_leaderboard(results, tmp_path, capsys):
     assert main(["leaderboard", "--results-dir", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
     assert "does not exist" in err and "--results-dir" in err and len(err.strip().splitlines()) == 1
+
+
+def _sweep(defense: str, lrs: list[float], asrs: list[float], drops: list[float], chosen: int) -> dict:
+    rows = [{"candidate": {"train": {"lr": lr}}, "mean_asr": a, "mean_ca_drop": d, "min_asr": a,
+             "per_attack": {"badnet/0": {"asr": a, "ca": 0.8, "ca_drop": d}}} for lr, a, d in zip(lrs, asrs, drops)]
+    return {"kind": "clipbench-sweep", "version": 1, "defense": defense, "attacks": ["badnet"], "seeds": [0],
+            "split": "val", "grid": ["train.lr=" + ",".join(map(str, lrs))], "suite_grid": [],
+            "rule": {"max_ca_drop": 2.0, "min_asr": None}, "candidates": rows, "chosen": rows[chosen]["candidate"]}
+
+
+def test_published_sweeps_are_plotted_and_listed(tmp_path):
+    root = write_tree(tmp_path / "results")
+    sweeps = root / "embedded" / "sweeps"
+    sweeps.mkdir(parents=True)
+    (sweeps / "cleanclip.json").write_text(json.dumps(_sweep("cleanclip", [1e-4, 1e-3, 4e-3], [0.9, 0.05, 0.02], [0.0, 0.01, 0.05], 1)))
+    (sweeps / "finetune.json").write_text(json.dumps(_sweep("finetune", [1e-4, 1e-3, 4e-3], [0.95, 0.3, 0.04], [0.0, 0.005, 0.06], 1)))
+    (sweeps / "broken.json").write_text("{not json")
+    site = build_site(root, tmp_path / "site")
+    html = site.index.read_text()
+    (png,) = (site.out_dir / "img").glob("*-sweep.png")
+    assert f'src="img/{png.name}"' in html and png.stat().st_size > 1000
+    assert "How the settings were chosen" in html and "train.lr=0.001" in html
+    assert any("broken.json" in s for s in site.skipped)  # reported, not silently dropped
+    rows = _csv_rows(site.out_dir / "sweeps.csv")
+    assert {r["defense"]: r["chosen"] for r in rows} == {"cleanclip": "train.lr=0.001", "finetune": "train.lr=0.001"}
+    assert float(rows[0]["chosen_asr"]) == pytest.approx(0.05)
