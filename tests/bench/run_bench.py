@@ -18,9 +18,15 @@ Measures, in one run, and prints a Markdown table:
   times measured on different machines can be compared;
 - **peak RSS** of the largest process (the run, or one of its worker processes; target <= 3 GB).
 
-Targets (2 cores, embedded default): cold ``--attack all --defense cleanclip`` <= 5 min,
-warm <= 10 s, all x all cold <= 15 min. Wall times depend on what else loads the machine:
-the table records ``os.getloadavg()`` before and after.
+Times are printed in seconds and in **machine-speed units**: wall milliseconds divided by
+the index's milliseconds. The index is a fixed reference workload (the
+``clipbench-tiny-rn`` step on seeded inputs), not the embedded model, so units stay
+comparable when the embedded model or data change; our 2-core machines differ about 2x in
+seconds, much less in units. Targets (2 cores, embedded default, cold = empty cache):
+``--attack badnet --defense none`` <= 600 units, ``--attack all --defense cleanclip``
+<= 1,400 units, ``--attack all --defense all`` <= 4,500 units, warm rerun <= 10 s, peak
+RSS <= 3 GB. Wall times depend on what else loads the machine: the table records
+``os.getloadavg()`` before and after; measure on an idle machine.
 """
 from __future__ import annotations
 
@@ -36,6 +42,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+#: cold-run targets in machine-speed units (wall ms / index ms), embedded default, 2 cores
+TARGET_UNITS = {("badnet", "none"): 600, ("all", "cleanclip"): 1400, ("all", "all"): 4500}
 
 
 def _run_cli(args: list[str], cache: Path, results: Path) -> tuple[float, int, str]:
@@ -103,7 +111,6 @@ def machine_speed(steps: int = 20, batch_size: int = 128, arch: str = "clipbench
     compared (the same code ran 1.3x slower on one 2-core VM than on another)."""
     import torch
 
-    from benchmark.data.embedded import load_split
     from benchmark.losses import clip_loss
     from benchmark.models import ModelConfig, create_model
     from benchmark.train import TrainConfig, make_optimizer
@@ -111,10 +118,14 @@ def machine_speed(steps: int = 20, batch_size: int = 128, arch: str = "clipbench
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        data = load_split("poison").subset(range(steps * batch_size))
+        # A fixed reference workload, independent of the embedded data (which changes between
+        # worlds): seeded RGB 32x32 images and captions that fill the tiny text tower's 16
+        # tokens. Compute does not depend on pixel values, so the index stays comparable.
         model = create_model(ModelConfig(arch=arch), seed=0).train()
-        images = [data.images[i * batch_size:(i + 1) * batch_size].float().div(255) for i in range(steps)]
-        tokens = [model.tokenize(data.captions[i * batch_size:(i + 1) * batch_size]) for i in range(steps)]
+        gen = torch.Generator().manual_seed(0)
+        images = [torch.randint(0, 256, (batch_size, 3, 32, 32), generator=gen).float().div(255) for _ in range(steps)]
+        caption = "a photo of a small red sneaker on a striped background at the top left"
+        tokens = [model.tokenize([caption] * batch_size) for _ in range(steps)]
         opt = make_optimizer(model, TrainConfig(epochs=1, batch_size=batch_size, lr=2e-3), torch.device("cpu"))
         times = []
         for x, t in zip(images, tokens):
@@ -139,10 +150,16 @@ def main() -> int:
     p.add_argument("--only", choices=["throughput", "matrix"], default=None)
     p.add_argument("--keep", type=Path, default=None, help="keep the cache/results in this folder")
     args = p.parse_args()
+    index = machine_speed()
+
+    def units(seconds: float) -> str:
+        """Seconds and machine-speed units (wall ms / index ms): comparable across machines."""
+        return f"{seconds:.1f} s = {1000 * seconds / index:.0f} units"
+
     rows: list[tuple[str, str]] = [("load average before", " ".join(f"{x:.2f}" for x in os.getloadavg())),
                                    ("cores", str(len(os.sched_getaffinity(0)))),
-                                   ("machine speed: bare 1-thread training step, batch 128 (median)",
-                                    f"{machine_speed():.0f} ms")]
+                                   ("machine-speed index: bare 1-thread clipbench-tiny-rn training step, batch 128 "
+                                    "(median)", f"{index:.0f} ms")]
     if args.only in (None, "throughput"):
         tp = throughput()
         rows += [("trainer samples/s", f"{tp['trainer']:.0f}"), ("bare-loop samples/s", f"{tp['bare']:.0f}"),
@@ -160,9 +177,11 @@ def main() -> int:
         warm, rc2, _ = _run_cli(cli, cache, results)
         rss_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # KiB on Linux
         stages = stage_times(cache)
-        rows += [(f"cold `run --attack {args.attack} --defense {args.defense}`", f"{cold:.1f} s (exit {rc1})"),
-                 ("warm rerun", f"{warm:.1f} s (exit {rc2})"),
-                 ("sum of stage seconds (serial work)", f"{sum(s for _, s in stages):.1f} s"),
+        target = TARGET_UNITS.get((args.attack, args.defense))
+        rows += [(f"cold `run --attack {args.attack} --defense {args.defense}`",
+                  f"{units(cold)} (exit {rc1})" + (f"; target <= {target} units" if target else "")),
+                 ("warm rerun", f"{units(warm)} (exit {rc2}); target <= 10 s"),
+                 ("sum of stage seconds (serial work)", units(sum(s for _, s in stages))),
                  ("parallel speed-up (serial work / cold wall)", f"{sum(s for _, s in stages) / cold:.2f}x"),
                  ("peak RSS, largest process", f"{rss_gb:.2f} GB (target <= 3 GB)")]
         print(out)
@@ -175,7 +194,7 @@ def main() -> int:
     if stages:
         print("\n| stage | seconds |\n|---|---|")
         for label, s in stages:
-            print(f"| {label} | {s:.1f} |")
+            print(f"| {label} | {units(s)} |")
     return 0
 
 
