@@ -78,6 +78,8 @@ def print_plan(session: Any, plan: Any, console: Console) -> Any:
     from .executors import available_cores
 
     status = session.status(plan)
+    for found in status.found:
+        session.reporter.warn(found.message(done=False))
     embedded = getattr(session.data.config, "source", None) == "embedded"
     # embedded: the decoded splits' sizes; external: from the configured limits, no data access
     costs = session.costs(plan, status.to_run, from_data=embedded)

@@ -170,7 +170,9 @@ def _suite_context(board: SuiteBoard, images: dict[str, str]) -> dict[str, Any]:
             if c is not None:
                 cell_rows.append(dict(c.row(), detail="cell-" + slug(board.suite, a, d)))
     return {
-        "name": board.suite, "id": "suite-" + slug(board.suite),
+        "name": board.suite, "id": "suite-" + slug(board.suite), "base_suite": board.base_suite,
+        "is_variant": board.is_variant, "notes": board.notes,
+        "settings": [(k, v if isinstance(v, str) else json.dumps(v)) for k, v in sorted(board.settings.items())],
         "attacks": board.attacks, "defenses": board.defenses, "families": board.families,
         "rankings": rankings,
         "attack_table": _table(ATTACK_COLUMNS, [dict(r, origin=r["origin"]) for r in board.attack_ranking],
@@ -211,6 +213,10 @@ def _markdown(boards: list[SuiteBoard]) -> str:
              "Rates in percent. ↓ lower is better, ↑ higher is better. ASR counts only test images whose true "
              "class is not the target. A defense without results for every attack gets no mean.", ""]
     for b in boards:
+        if b.is_variant:
+            differs = ", ".join(f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in sorted(b.settings.items()))
+            parts += [f"## Variant {b.suite}", "", f"A configuration of `{b.base_suite}` other than its own"
+                      + (f": {_md_cell(differs)}." if differs else "."), ""]
         parts += [f"## {b.suite}: defenses", "", _md_table(DEFENSE_COLUMNS, b.defense_rankings["all"]), "",
                   f"## {b.suite}: attacks", "", _md_table(ATTACK_COLUMNS, b.attack_ranking), "",
                   f"## {b.suite}: cells (mean over seeds)", "",
