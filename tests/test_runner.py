@@ -21,6 +21,7 @@ from benchmark.cost import estimate_cost
 from benchmark.plan import Plan, make_plan
 from benchmark.registry import attack_registry, defense_registry
 from benchmark.runner import plan_status, run_plan
+from benchmark.session import Session
 from benchmark.stages import StageExecutor
 from benchmark.suite import load_suite
 
@@ -156,7 +157,10 @@ def test_sigkill_mid_matrix_then_rerun_recomputes_only_unfinished_cells(tmp_path
             "--results-dir", str(results), "--quiet", "--no-leaderboard"]
     for s in QUICK_SETS:
         args += ["--set", s]
-    first = results / "embedded/badnet/none/seed-0.json"
+    # the --set run's cells live in their variant folder (benchmark.results.variant_name)
+    folder = Session.open("embedded", QUICK_SETS, cache_dir=tmp_path / "plan-cache").plan(
+        "badnet", "none", [0], results).cells[0].result_path.parents[2]
+    first = folder / "badnet/none/seed-0.json"
     proc = subprocess.Popen([sys.executable, "-m", "benchmark.cli", *args], env=env, cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -171,7 +175,7 @@ def test_sigkill_mid_matrix_then_rerun_recomputes_only_unfinished_cells(tmp_path
         if proc.poll() is None:
             proc.kill()
     before = first.read_text()
-    assert not (results / "embedded/badnet/none/seed-1.json").exists()
+    assert not (folder / "badnet/none/seed-1.json").exists()
     # no half-written file anywhere: results and cache hold only complete entries
     assert not [p for p in tmp_path.rglob("*.tmp")]
 
