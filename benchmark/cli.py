@@ -25,6 +25,8 @@ from rich.console import Console
 from rich.table import Table
 
 EXIT_USAGE = 2
+#: the methods page shipped with the package: threat model, metrics, every attack and defense
+METHODS = Path(__file__).parent / "METHODS.md"
 EXIT_LOCKED = 75  # EX_TEMPFAIL: another run holds the results directory (--no-wait)
 
 
@@ -277,6 +279,8 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
         console.print(table)
         for problem in reg.problems:
             console.print(f"[red]{reg.kind} plugin problem:[/] {problem}", highlight=False)
+    console.print(f"threat model, metrics and every built-in method (the papers' settings and where clipbench "
+                  f"differs): {METHODS}", highlight=False, soft_wrap=True)
     return 0
 
 

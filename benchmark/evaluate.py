@@ -1,6 +1,6 @@
 """Zero-shot evaluation: CA, ASR, RA, ASR@k, with 95% Wilson intervals.
 
-Definitions (methods.md section 2, also printed on the leaderboard page):
+Definitions (benchmark/METHODS.md, metrics; also printed on the leaderboard page):
 
 - **CA**: zero-shot top-1 accuracy on the whole clean test set.
 - **ASR**: among test images whose TRUE class is not the target, with the trigger
