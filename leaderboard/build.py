@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .columns import ATTACK_COLUMNS, CELL_COLUMNS, DEFENSE_COLUMNS, Column
+from .plots import CA_SPAN, clean_model_ca
 from .ranking import SuiteBoard, build_boards
 from .reader import CellResult, read_results
 
@@ -180,6 +181,8 @@ def _suite_context(board: SuiteBoard, images: dict[str, str]) -> dict[str, Any]:
         "cell_table": _table(CELL_COLUMNS, cell_rows, ("family", "stage", "origin"),
                              links={"attack": lambda r: "#" + r["detail"], "defense": lambda r: "#" + r["detail"]}),
         "images": images, "details": _details(board),
+        "clean_ca": clean_model_ca(board), "ca_span": CA_SPAN,
+        "pareto_line": sum(r["pareto"] == "yes" for r in board.defense_rankings["all"]) > 1,
         "n_seeds": len({r.seed for c in board.cells.values() for r in c.runs}),
     }
 

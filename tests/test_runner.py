@@ -182,7 +182,8 @@ def test_sigkill_mid_matrix_then_rerun_recomputes_only_unfinished_cells(tmp_path
     os.environ["CLIPBENCH_CACHE"] = env["CLIPBENCH_CACHE"]
     suite = load_suite("embedded", parse_set(QUICK_SETS))
     data = open_data(suite.data, suite.model)
-    plan = make_plan(suite, data, ["badnet"], ["none"], [0, 1], attack_registry(), defense_registry(), results)
+    plan = make_plan(suite, data, ["badnet"], ["none"], [0, 1], attack_registry(), defense_registry(), results,
+                     own=load_suite("embedded"))  # the CLI's --set run: its cells are in their variant folder
     stages = StageExecutor(Cache(tmp_path / "cache"), data, attack_registry(), defense_registry(), __import__("torch").device("cpu"))
     resumed = run_plan(plan, stages)
     assert resumed.skipped_cells == 1 and not resumed.failed
