@@ -34,6 +34,14 @@ class EvalConfig:
     asr_topk: tuple[int, ...] = (1, 5)
     confidence: float = 0.95
 
+    def __post_init__(self) -> None:
+        from .config import check
+
+        check(self.batch_size >= 1, "eval.batch_size", self.batch_size, "use a batch of at least 1 image, e.g. 500")
+        check(len(self.asr_topk) > 0 and all(k >= 1 for k in self.asr_topk), "eval.asr_topk", list(self.asr_topk),
+              "use positive ranks, e.g. [1, 5]")
+        check(0 < self.confidence < 1, "eval.confidence", self.confidence, "use a level in (0, 1), e.g. 0.95")
+
 
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
     """Wilson score interval of a binomial proportion (scipy)."""

@@ -183,6 +183,8 @@ def aggregate_seeds(frame, metrics: tuple[str, ...] = ("ca", "asr", "ra", "der")
     from scipy import stats
 
     ok = frame[frame.status == "ok"]
+    if "variant" not in ok:  # a frame built without it: one configuration per suite
+        ok = ok.assign(variant=ok["suite"])
     rows = []
     for (suite, variant, attack, defense), g in ok.groupby(["suite", "variant", "attack", "defense"], sort=False,
                                                             dropna=False):

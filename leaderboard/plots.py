@@ -59,15 +59,15 @@ def heatmap(board: SuiteBoard, block: str, name: str, title: str, cmap: str, bet
                 labels[i, j] = f"{values[i, j]:.1f}"
             else:
                 labels[i, j] = "failed" if cell is not None and cell.runs else "–"
-    width = 2.2 + 1.05 * max(1, len(board.defenses))
-    height = 1.4 + 0.55 * max(1, len(board.attacks))
+    width = max(4.8, 2.2 + 1.05 * max(1, len(board.defenses)))  # a single cell still has room for its labels
+    height = max(2.8, 1.4 + 0.55 * max(1, len(board.attacks)))
     fig = Figure(figsize=(width, height))
     ax = fig.add_subplot()
     bar = f"% ({better} is better)"
     clean = clean_model_ca(board) if name == "clean_accuracy" else None
     if clean is not None:
         vmin, vmax, cmap = clean - CA_SPAN, clean + CA_SPAN, "RdBu"
-        bar = f"% ({better} is better)\ncentre: clean model {clean:.1f}, span ±{CA_SPAN:.0f} points"
+        title = f"{title}\ncolours: the clean model's CA {clean:.1f} (white) ± {CA_SPAN:.0f} points"
     else:
         vmin, vmax = 0.0, 100.0
     sns.heatmap(values, ax=ax, annot=labels, fmt="", cmap=cmap, vmin=vmin, vmax=vmax, linewidths=0.5,
@@ -80,7 +80,7 @@ def heatmap(board: SuiteBoard, block: str, name: str, title: str, cmap: str, bet
                 ax.text(j + 0.5, i + 0.5, labels[i, j], ha="center", va="center", fontsize=8, color="#666666")
     ax.set_xlabel("defense")
     ax.set_ylabel("attack")
-    ax.set_title(title, fontsize=11)
+    ax.set_title(title, fontsize=11 if "\n" not in title else 10)
     ax.tick_params(axis="x", labelrotation=30)
     for label in ax.get_xticklabels():
         label.set_horizontalalignment("right")

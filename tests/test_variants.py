@@ -190,3 +190,16 @@ def test_the_committed_results_name_no_machine_path():
     for path in sorted(COMMITTED.rglob("seed-*.json")):
         manifest = json.loads(path.read_text()).get("poison", {}).get("manifest")
         assert manifest is None or manifest.startswith("cache:"), (path, manifest)
+
+
+def test_seed_aggregates_stay_within_one_configuration():
+    import pandas as pd
+
+    from benchmark.results import aggregate_seeds
+
+    frame = pd.DataFrame({"suite": "embedded", "variant": ["embedded", "embedded", "embedded~x=1-abcdef"],
+                          "attack": "badnet", "defense": "none", "seed": [0, 1, 0], "status": "ok",
+                          "ca": [0.8, 0.9, 0.5], "asr": [0.9, 1.0, 0.1], "ra": 0.1, "der": 0.5})
+    agg = aggregate_seeds(frame).set_index("variant")
+    assert agg.loc["embedded", "n"] == 2 and agg.loc["embedded", "asr_mean"] == pytest.approx(0.95)
+    assert agg.loc["embedded~x=1-abcdef", "n"] == 1
