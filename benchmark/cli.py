@@ -216,12 +216,14 @@ def cmd_leaderboard(args: argparse.Namespace, console: Console) -> int:
 
     from .results import default_results_dir
 
-    if args.results_dir is None:
+    default = args.results_dir is None
+    if default:
         args.results_dir = default_results_dir()
     try:
         report = build_site(args.results_dir, args.out)
     except LeaderboardError as exc:
-        raise UsageError(str(exc)) from None
+        hint = " (your results folder, the default; the repository's committed matrix: --results-dir results)"
+        raise UsageError(str(exc) + (hint if default else "")) from None
     except OSError as exc:
         raise UsageError(f"cannot write the leaderboard to {str(args.out or args.results_dir)!r} "
                          f"({exc.strerror or exc}); choose another folder with --out") from None
