@@ -231,6 +231,8 @@ def cmd_leaderboard(args: argparse.Namespace, console: Console) -> int:
                   highlight=False)
     for skipped in report.skipped:
         console.print(f"[yellow]skipped[/] {escape(skipped)}", highlight=False)
+    for note in report.notes:
+        console.print(f"[yellow]warning:[/] {escape(note)}", highlight=False)
     console.print(f"leaderboard: {report.index} (+ defenses.csv, attacks.csv, cells.csv, leaderboard.md)",
                   highlight=False)
     return 0

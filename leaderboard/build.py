@@ -47,6 +47,7 @@ class BuildReport:
     failed: int  # of which failed
     skipped: list[str] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # results shown apart: their configuration differs from their folder's
 
 
 def _write(path: Path, data: bytes | str) -> None:
@@ -305,4 +306,5 @@ def build_site(results_dir: Path, out_dir: Path | None = None, *, figures: bool 
         _write(out_dir / name, text)
         written.append(out_dir / name)
     return BuildReport(out_dir, index, [b.suite for b in boards], len(read.cells),
-                       sum(not c.ok for c in read.cells), read.skipped + sweep_skipped, [index] + written)
+                       sum(not c.ok for c in read.cells), read.skipped + sweep_skipped, [index] + written,
+                       [n for b in boards for n in b.notes])

@@ -132,6 +132,10 @@ def test_the_leaderboard_never_averages_seeds_of_two_configurations(tmp_path):
     apart = [b for b in boards if b.suite != "embedded"]
     assert len(apart) == 1 and apart[0].is_variant and [r.seed for r in apart[0].cell("badnet", "none").runs] == [0]
     assert main.notes and "seed-0.json" in main.notes[0]
+    from leaderboard.build import build_site
+
+    report = build_site(tmp_path / "r", tmp_path / "site", figures=False)
+    assert report.notes == main.notes and "seed-0.json" in (tmp_path / "site" / "index.html").read_text()
 
 
 def test_a_result_of_another_configuration_is_moved_not_overwritten(tmp_path, capsys):
