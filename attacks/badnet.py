@@ -1,6 +1,6 @@
 """BadNet (Gu, Dolan-Gavitt & Garg, 2017): a fixed patch pasted over the image.
 
-Paper/reference settings (methods.md section 3): BackdoorBench pastes a 3x3 white square
+Paper/reference settings (benchmark/METHODS.md, badnet): BackdoorBench pastes a 3x3 white square
 at the bottom-right of 32x32 images; CleanCLIP/RoCLIP paste a 16x16 noise patch at a
 random location of 224x224 images, *redrawn per image*, which is not a fixed backdoor.
 

@@ -3,7 +3,7 @@ Systems Using Data Poisoning"): the trigger is a fixed pattern blended into the 
 
     x' = (1 - alpha) * x + alpha * P,      alpha = 0.2 at train and at test time
 
-Paper/reference settings (methods.md section 3): BackdoorBench blends a fixed image
+Paper/reference settings (benchmark/METHODS.md, blended): BackdoorBench blends a fixed image
 (Hello Kitty); CleanCLIP and HanxunH blend fixed uniform noise. clipbench default: a
 uniform-noise pattern ``P ~ U[0,1]^(C,H,W)`` drawn once from the attack seed (so the
 same pattern at poison and test time, different per seed); ``pattern_path`` blends an

@@ -1,5 +1,5 @@
 """Label-consistent backdoor (Turner, Tsipras & Madry, 2019, "Label-Consistent Backdoor
-Attacks"), adapted to CLIP as in methods.md section 3: a clean-label attack.
+Attacks"), adapted to CLIP as in benchmark/METHODS.md (label_consistent): a clean-label attack.
 
 - Only images whose class IS the target are poisoned, and their captions stay truthful
   (``poison_captions`` returns the original captions).

@@ -1,7 +1,7 @@
 """WaNet (Nguyen & Tran, ICLR 2021, "WaNet - Imperceptible Warping-based Backdoor Attack"):
 the trigger is a fixed, smooth image warp.
 
-Grid construction (methods.md section 3, as in the reference code):
+Grid construction (benchmark/METHODS.md, wanet; as in the reference code):
 
 1. ``U ~ Uniform(-1, 1)`` of shape (1, 2, k, k), drawn from the attack seed; ``U /= mean|U|``;
 2. ``noise`` = bicubic upsampling of U to (H, H), ``align_corners=True``, as (1, H, H, 2);

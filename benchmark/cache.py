@@ -58,6 +58,19 @@ class CacheError(RuntimeError):
     pass
 
 
+REF_PREFIX = "cache:"
+
+
+def resolve_ref(ref: str | Path, root: str | Path | None = None) -> Path:
+    """A path recorded in a result: ``cache:<kind>/<key>/<file>`` (relative to the stage cache,
+    so results name no machine's folders) under ``root`` (default: :func:`default_root`);
+    any other string is a plain path (results written before refs existed)."""
+    text = str(ref)
+    if text.startswith(REF_PREFIX):
+        return (Path(root) if root is not None else default_root()) / text[len(REF_PREFIX):]
+    return Path(text)
+
+
 class Cache:
     """Artifacts keyed by ``(kind, key)``; ``key`` is a ``sha256:`` config hash."""
 
@@ -66,6 +79,10 @@ class Cache:
 
     def path(self, kind: str, key: str) -> Path:
         return self.root / kind / key.removeprefix("sha256:")[:32]
+
+    def ref(self, kind: str, key: str, name: str) -> str:
+        """``cache:<kind>/<key>/<name>``: the file's place relative to any cache root (:func:`resolve_ref`)."""
+        return f"{REF_PREFIX}{kind}/{key.removeprefix('sha256:')[:32]}/{name}"
 
     def meta(self, kind: str, key: str) -> dict[str, Any] | None:
         """The entry's metadata if the entry exists and is intact, else None."""

@@ -25,6 +25,8 @@ from rich.console import Console
 from rich.table import Table
 
 EXIT_USAGE = 2
+#: the methods page shipped with the package: threat model, metrics, every attack and defense
+METHODS = Path(__file__).parent / "METHODS.md"
 EXIT_LOCKED = 75  # EX_TEMPFAIL: another run holds the results directory (--no-wait)
 
 
@@ -60,7 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--suite", default="embedded", help="suite name or YAML path (default: embedded)")
     r.add_argument("--seed", type=int, default=None, help="one seed (default 0)")
     r.add_argument("--seeds", default=None, help="several seeds, e.g. 0,1,2")
-    r.add_argument("--results-dir", default="results", type=Path, help="where cell JSON files go (default ./results)")
+    r.add_argument("--results-dir", default=None, type=Path,
+                   help="where cell JSON files go (default $CLIPBENCH_RESULTS or ~/.local/share/clipbench/results; "
+                        "the repository's committed matrix: --results-dir results)")
     r.add_argument("--cache-dir", default=None, type=Path, help="stage cache (default $CLIPBENCH_CACHE or ~/.cache/clipbench)")
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a suite setting, e.g. --set pretrain.epochs=4 (repeatable)")
@@ -89,7 +93,9 @@ def _parser() -> argparse.ArgumentParser:
     ls.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE:CLASS|FILE.py",
                     help="also load an attack/defense from module:Class or a .py file (repeatable)")
     lb = sub.add_parser("leaderboard", help="build the static leaderboard site (HTML, CSV, Markdown) from result files")
-    lb.add_argument("--results-dir", default="results", type=Path, help="where the cell JSON files are (default ./results)")
+    lb.add_argument("--results-dir", default=None, type=Path,
+                    help="where the cell JSON files are (default: clipbench run's, $CLIPBENCH_RESULTS or "
+                         "~/.local/share/clipbench/results; the committed matrix: --results-dir results)")
     lb.add_argument("--out", default=None, type=Path, help="output folder (default <results-dir>/leaderboard)")
     pv = sub.add_parser("preview", help="save a PNG grid of clean vs triggered test images per attack")
     pv.add_argument("--attack", default="all", help="attack names, comma-separated, or 'all' (default)")
@@ -152,8 +158,11 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     from .display import format_matrix, print_plan
     from .progress import Reporter
     from .session import Session
+    from .results import default_results_dir
     from .validate import InvalidInput, check_run
 
+    if args.results_dir is None:
+        args.results_dir = default_results_dir()
     findings = check_run(args)  # every input, before any work: exit 2 with one line per problem, nothing written
     if findings.problems:
         raise InvalidInput(findings.problems)
@@ -173,8 +182,10 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         if not session.is_main:  # torchrun: rank 0 reports
             return 0
         format_matrix(report.results, console)
+        folders = ", ".join(dict.fromkeys(f"{args.results_dir}/{c.variant}/" for c in plan.cells))
         console.print(f"{len(plan.cells)} cell(s): {len(plan.cells) - report.skipped_cells} computed, "
-                      f"{report.skipped_cells} already finished; results in {args.results_dir}/{session.suite.name}/")
+                      f"{report.skipped_cells} already finished (their results reused); results in {folders}",
+                      highlight=False, soft_wrap=True)
         if args.leaderboard:
             _regenerate_leaderboard(args.results_dir, console)
     if report.failed:
@@ -203,10 +214,16 @@ def cmd_leaderboard(args: argparse.Namespace, console: Console) -> int:
 
     from leaderboard.build import LeaderboardError, build_site
 
+    from .results import default_results_dir
+
+    default = args.results_dir is None
+    if default:
+        args.results_dir = default_results_dir()
     try:
         report = build_site(args.results_dir, args.out)
     except LeaderboardError as exc:
-        raise UsageError(str(exc)) from None
+        hint = " (your results folder, the default; the repository's committed matrix: --results-dir results)"
+        raise UsageError(str(exc) + (hint if default else "")) from None
     except OSError as exc:
         raise UsageError(f"cannot write the leaderboard to {str(args.out or args.results_dir)!r} "
                          f"({exc.strerror or exc}); choose another folder with --out") from None
@@ -214,6 +231,8 @@ def cmd_leaderboard(args: argparse.Namespace, console: Console) -> int:
                   highlight=False)
     for skipped in report.skipped:
         console.print(f"[yellow]skipped[/] {escape(skipped)}", highlight=False)
+    for note in report.notes:
+        console.print(f"[yellow]warning:[/] {escape(note)}", highlight=False)
     console.print(f"leaderboard: {report.index} (+ defenses.csv, attacks.csv, cells.csv, leaderboard.md)",
                   highlight=False)
     return 0
@@ -264,6 +283,8 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
         console.print(table)
         for problem in reg.problems:
             console.print(f"[red]{reg.kind} plugin problem:[/] {problem}", highlight=False)
+    console.print(f"threat model, metrics and every built-in method (the papers' settings and where clipbench "
+                  f"differs): {METHODS}", highlight=False, soft_wrap=True)
     return 0
 
 

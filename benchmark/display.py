@@ -78,6 +78,8 @@ def print_plan(session: Any, plan: Any, console: Console) -> Any:
     from .executors import available_cores
 
     status = session.status(plan)
+    for found in status.found:
+        session.reporter.warn(found.message(done=False))
     embedded = getattr(session.data.config, "source", None) == "embedded"
     # embedded: the decoded splits' sizes; external: from the configured limits, no data access
     costs = session.costs(plan, status.to_run, from_data=embedded)
@@ -90,6 +92,11 @@ def print_plan(session: Any, plan: Any, console: Console) -> Any:
         s = costs.seconds.get(node.key)
         table.add_row(node.label, "[yellow]to run[/]", _duration(s) if s is not None else "?", costs.source[node.key])
     console.print(table)
+    folders = dict.fromkeys(str(c.result_path.parents[2]) for c in plan.cells)
+    console.print("results go to " + ", ".join(f"{f}/" for f in folders) + (
+        "" if all(not c.variant_settings for c in plan.cells) else
+        " (a cell whose configuration differs from the suite's own has a folder of its own, named by what differs)"),
+        highlight=False, soft_wrap=True)
     total = costs.total()
     unknown = f" (+{costs.unknown()} stage(s) of unknown cost)" if costs.unknown() else ""
     path = _duration(costs.critical_path(plan))

@@ -1,6 +1,6 @@
 """Zero-shot evaluation: CA, ASR, RA, ASR@k, with 95% Wilson intervals.
 
-Definitions (methods.md section 2, also printed on the leaderboard page):
+Definitions (benchmark/METHODS.md, metrics; also printed on the leaderboard page):
 
 - **CA**: zero-shot top-1 accuracy on the whole clean test set.
 - **ASR**: among test images whose TRUE class is not the target, with the trigger
@@ -33,6 +33,14 @@ class EvalConfig:
     batch_size: int = 1000
     asr_topk: tuple[int, ...] = (1, 5)
     confidence: float = 0.95
+
+    def __post_init__(self) -> None:
+        from .config import check
+
+        check(self.batch_size >= 1, "eval.batch_size", self.batch_size, "use a batch of at least 1 image, e.g. 500")
+        check(len(self.asr_topk) > 0 and all(k >= 1 for k in self.asr_topk), "eval.asr_topk", list(self.asr_topk),
+              "use positive ranks, e.g. [1, 5]")
+        check(0 < self.confidence < 1, "eval.confidence", self.confidence, "use a level in (0, 1), e.g. 0.95")
 
 
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:

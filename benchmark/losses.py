@@ -1,6 +1,6 @@
 """Contrastive losses and the pluggable training objective.
 
-Notation of methods.md: z^I, z^T are L2-normalised embeddings, s = exp(logit_scale).
+Notation of benchmark/METHODS.md: z^I, z^T are L2-normalised embeddings, s = exp(logit_scale).
 ``info_nce(A, B)`` is the cross-entropy of ``s * A @ B.T`` against the matching rows;
 the CLIP loss is ``(info_nce(I, T) + info_nce(T, I)) / 2``.
 

@@ -7,6 +7,11 @@ fine-tunes the backdoored model) and ``evaluate``. A node's key hashes its kind,
 resolved config and its inputs' keys, so a backdoored model is trained once and reused
 by every post-training defense, and changing any trigger parameter changes every key
 downstream of it.
+
+Each cell's result file sits in its configuration's folder (:func:`benchmark.results.variant_name`):
+the suite's name when the cell's resolved configuration is the suite's own (``own``: the
+suite without ``--set`` overrides), else a variant folder named by the settings that differ
+for that cell, so ``--set attacks.badnet.pattern=noise`` moves only the badnet cells.
 """
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ from .api import Attack, Defense, DefenseStage
 from .config import config_hash, to_dict
 from .data.sources import DataBundle
 from .registry import Registry
-from .results import cell_path
+from .results import cell_identity, cell_path, variant_name, variant_settings
 from .suite import SuiteConfig
 
 STAGE_VERSION = 1  # bump when a stage's computation changes, to invalidate caches
@@ -50,6 +55,9 @@ class Cell:
     attack_source: str
     defense_source: str
     attack_family: str = "other"  # the attack class's ``family`` (patch, blend, warp, ...), for the leaderboard
+    variant: str = ""  # the results folder: the suite's name, or a variant name (see benchmark.results.variant_name)
+    variant_settings: dict[str, Any] = field(default_factory=dict)  # where this cell differs from the suite's own
+    identity: dict[str, Any] = field(default_factory=dict, repr=False)  # the suite's own identity of this cell
 
 
 @dataclass
@@ -77,10 +85,25 @@ class Plan:
 
 
 def make_plan(suite: SuiteConfig, data: DataBundle, attacks: list[str], defenses: list[str], seeds: list[int],
-              attack_registry: Registry, defense_registry: Registry, results_dir: Path) -> Plan:
+              attack_registry: Registry, defense_registry: Registry, results_dir: Path,
+              own: SuiteConfig | None = None) -> Plan:
+    """The plan of ``attacks`` x ``defenses`` x ``seeds``; ``own``: the suite's own configuration
+    (default ``suite``), against which each cell's variant folder is named."""
     plan = Plan(suite)
     model = to_dict(suite.model)
     data_id = data.identity()
+    own = own if own is not None else suite
+    suite_dict, own_dict = to_dict(suite), to_dict(own)
+    own_configs: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def own_config(kind: str, name: str, seed: int) -> dict[str, Any]:
+        if (kind, name) not in own_configs:
+            if kind == "attack":
+                built = attack_registry.build(name, own.attack_overrides(name), seed, image_shape=data.image_shape)
+            else:
+                built = defense_registry.build(name, own.defense_overrides(name), seed)
+            own_configs[kind, name] = to_dict(built.config)
+        return own_configs[kind, name]
     for seed in seeds:
         pre = plan.add("pretrain", f"pretrain seed={seed}", (), {
             "model": model, "data": data_id, "train": to_dict(suite.pretrain), "seed": seed})
@@ -119,13 +142,19 @@ def make_plan(suite: SuiteConfig, data: DataBundle, attacks: list[str], defenses
                         "defend", f"defend {attack_name} with {defense_name} seed={seed}", (plain,), {"defense": defense_spec})
                 final_eval = baseline_eval if final == plain else plan.add(
                     "evaluate", f"evaluate {attack_name}/{defense_name} seed={seed}", (final,), eval_spec)
+                own_identity = cell_identity(own_dict, attack_name, own_config("attack", attack_name, seed),
+                                             defense_name, own_config("defense", defense_name, seed))
+                settings = variant_settings(own_identity, cell_identity(
+                    suite_dict, attack_name, to_dict(attack.config), defense_name, to_dict(defense.config)))
+                folder = variant_name(suite.name, settings)
                 plan.cells.append(Cell(
                     attack=attack_name, defense=defense_name, seed=seed, defense_stage=defense.stage.value,
-                    result_path=cell_path(results_dir, suite.name, attack_name, defense_name, seed),
+                    result_path=cell_path(results_dir, folder, attack_name, defense_name, seed),
                     cell_key=config_hash({"final": final_eval, "baseline": baseline_eval, "clean": clean_eval}),
                     eval_key=final_eval, baseline_key=baseline_eval, clean_key=clean_eval, stage_keys=keys,
                     attack_config=to_dict(attack.config), defense_config=to_dict(defense.config),
                     attack_source=attack_registry.entry(attack_name).source,
                     defense_source=defense_registry.entry(defense_name).source,
-                    attack_family=getattr(attack, "family", "other")))
+                    attack_family=getattr(attack, "family", "other"), variant=folder, variant_settings=settings,
+                    identity=own_identity))
     return plan

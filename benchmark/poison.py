@@ -1,8 +1,8 @@
 """Regenerate a poisoned training set from its poison manifest.
 
 Every poisoned set the runner builds is cached with a ``manifest.json`` beside it
-(``<cache>/poison/<key>/manifest.json``, its path is in each cell result under
-``poison.manifest``). The manifest records every choice the attack made: the attack name,
+(``<cache>/poison/<key>/manifest.json``; each cell result names it under ``poison.manifest``
+relative to the cache: ``cache:poison/<key>/manifest.json``). The manifest records every choice the attack made: the attack name,
 version, seed and full config, the image shape, target, class names and templates, the
 poisoned indices and the captions written there, WaNet's noise-mode indices
 (``cross_indices``), counts, the clean split (``data``), for attacks that need one the
@@ -15,7 +15,8 @@ was first built) and checks the digest, so a manifest either regenerates its set
 bit or fails loudly::
 
     from benchmark.poison import regenerate
-    manifest = json.loads(Path(result["poison"]["manifest"]).read_text())
+    from benchmark.cache import resolve_ref
+    manifest = json.loads(resolve_ref(result["poison"]["manifest"]).read_text())  # cache:poison/<key>/manifest.json
     poisoned = regenerate(manifest, clean_train_split)            # PoisonedSet
     poisoned = regenerate_from_cache(result["poison"]["manifest"])  # finds the split and model itself
 
@@ -113,15 +114,17 @@ def clean_split(manifest: dict[str, Any]) -> TensorPairs:
 
 def regenerate_from_cache(manifest_path: str | Path, cache_root: str | Path | None = None,
                           device: torch.device | str = "cpu") -> PoisonedSet:
-    """Regenerate (and verify) the set of a cached manifest, ``<root>/poison/<key>/manifest.json``.
+    """Regenerate (and verify) the set of a cached manifest, ``<root>/poison/<key>/manifest.json``
+    or a result's ``cache:poison/<key>/manifest.json`` (resolved under ``cache_root``, default
+    ``$CLIPBENCH_CACHE`` or ``~/.cache/clipbench``).
 
     The clean split comes from ``manifest["data"]``; a reference model, if the attack needs
     one, from the same cache (``cache_root`` defaults to the manifest's cache root).
     """
-    from .cache import Cache
+    from .cache import Cache, resolve_ref
     from .stages import load_model
 
-    path = Path(manifest_path)
+    path = resolve_ref(manifest_path, cache_root)
     manifest = json.loads(path.read_text())
     if manifest.get("storage") == "overlay":
         raise ManifestMismatchError(f"{path} describes an overlay on external data (benchmark.data.overlay); "

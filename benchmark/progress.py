@@ -19,6 +19,12 @@ class Reporter:
         if self.enabled:
             self.console.print(message, highlight=False)
 
+    def warn(self, message: str) -> None:
+        """Printed even when progress is off (``--quiet``): something the user must know."""
+        from rich.markup import escape
+
+        self.console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
     @contextmanager
     def task(self, description: str, total: int) -> Iterator[Callable[..., None]]:
         if not self.enabled:

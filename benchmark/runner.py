@@ -1,7 +1,12 @@
 """Run a plan: execute missing stages in DAG order, then write one result per cell.
 
 Cells whose result file already holds an ``ok`` result for the same cell key are skipped
-(resumable, CLIP_benchmark style); stages found in the cache are not recomputed. A stage
+(resumable, CLIP_benchmark style); stages found in the cache are not recomputed. A cell's
+file lives in its configuration's folder (:func:`benchmark.results.variant_name`), so a run
+of one configuration never overwrites or averages with another's; a result of another
+configuration found in a cell's place (written by an older clipbench, or the suite's own
+configuration changed since) is moved, with a warning, to the variant folder its recorded
+configuration names, and one of the same configuration but older stages is replaced. A stage
 that raises fails only the cells that depend on it; the rest of the matrix continues.
 """
 from __future__ import annotations
@@ -20,7 +25,8 @@ from .cache import Cache
 from .config import config_hash, to_dict
 from .evaluate import der
 from .plan import Cell, Node, Plan
-from .results import IMPLANTED_ASR, SCHEMA_VERSION, read_result, write_result
+from .results import (IMPLANTED_ASR, SCHEMA_VERSION, cell_path, read_result, result_identity, variant_name,
+                      variant_settings, write_result)
 from .stages import StageExecutor
 
 
@@ -70,6 +76,54 @@ def finished(cell: Cell) -> dict[str, Any] | None:
     return None
 
 
+@dataclass
+class Found:
+    """An ``ok`` result in a planned cell's place that this run would not reuse."""
+
+    cell: Cell
+    result: dict[str, Any]
+    destination: Path | None  # its configuration's own place; None: same configuration, older stages (replaced)
+
+    def message(self, done: bool) -> str:
+        prov = self.result.get("provenance") or {}
+        written = f"written {prov.get('created', '?')} by clipbench {prov.get('clipbench', '?')} (git {prov.get('git') or '?'})"
+        if self.destination is None:
+            return (f"{self.cell.result_path} holds a result of the same configuration whose stages differ ({written}); "
+                    + ("it is replaced" if done else "a run replaces it"))
+        return (f"{self.cell.result_path} holds a result of another configuration ({written}); "
+                + ("moved" if done else "a run moves it") + f" to {self.destination}, where its configuration's results go")
+
+
+def _found(cell: Cell, result: dict[str, Any]) -> Found:
+    identity = result_identity(result)
+    suite = str(result.get("suite") or cell.variant.split("~")[0])
+    if identity is None:  # no recorded configuration: keep it apart under its cell key
+        name = f"{suite}~unrecorded-{str((result.get('provenance') or {}).get('cell_key', 'x')).removeprefix('sha256:')[:6]}"
+    else:
+        name = variant_name(suite, variant_settings(cell.identity, identity))
+    if name == cell.variant:
+        return Found(cell, result, None)
+    root = cell.result_path.parents[3]
+    return Found(cell, result, cell_path(root, name, cell.attack, cell.defense, cell.seed))
+
+
+def set_aside(found: Found) -> Path | None:
+    """Move a result of another configuration to its configuration's folder (never over a file:
+    if one is there, as ``displaced-seed-<k>-<hash>.json``, which no reader takes for a cell)."""
+    import hashlib
+    import os
+
+    if found.destination is None:
+        return None
+    dest = found.destination
+    if dest.exists():
+        digest = hashlib.sha256(found.cell.result_path.read_bytes()).hexdigest()[:8]
+        dest = dest.with_name(f"displaced-seed-{found.cell.seed}-{digest}.json")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(found.cell.result_path, dest)
+    return dest
+
+
 def _metrics_block(m: dict[str, Any]) -> dict[str, Any]:
     block = {k: m[k] for k in ("clean_accuracy", "asr", "ra", "asr_at_k", "intervals", "counts")}
     for k in ("attribute_accuracy", "target_cosine"):  # absent from evaluations cached before they existed
@@ -105,6 +159,7 @@ def assemble(cell: Cell, plan: Plan, executor: StageExecutor, error: BaseExcepti
     config = {"suite": to_dict(suite), "attack": cell.attack_config, "defense": cell.defense_config, "seed": cell.seed}
     result: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION, "status": "ok" if error is None else "failed", "suite": suite.name,
+        "variant": {"name": cell.variant or suite.name, "settings": cell.variant_settings},
         "seed": cell.seed, "model": {"arch": suite.model.arch, "pretrained": suite.model.pretrained},
         "attack": {"name": cell.attack, "source": cell.attack_source, "config": cell.attack_config,
                    "family": cell.attack_family},
@@ -123,7 +178,7 @@ def assemble(cell: Cell, plan: Plan, executor: StageExecutor, error: BaseExcepti
     result["diagnostics"] = diagnostics(cell, plan, executor, m, b, c)
     poison_meta = executor.cache.meta("poison", cell.stage_keys["poison"])
     result["poison"] = {"num_poisoned": poison_meta["num_poisoned"],
-                        "manifest": str(executor.cache.path("poison", cell.stage_keys["poison"]) / "manifest.json")}
+                        "manifest": executor.cache.ref("poison", cell.stage_keys["poison"], "manifest.json")}
     timings = {}
     kinds = {"pretrain": "model", "poison": "poison", "poison_train": "model", "defense": "model"}
     for stage, key in cell.stage_keys.items():
@@ -158,6 +213,11 @@ def run_plan(plan: Plan, executor: StageExecutor, workers: Any = None, worker_sp
     from .executors import LocalExecutor, Task, available_cores, stage_threads, stage_weight
 
     status = status if status is not None else plan_status(plan, executor)
+    if executor.dist is None or executor.dist.is_main:
+        for found in status.found:  # before anything runs: results of other configurations to their own folders
+            if found.destination is not None:
+                found.destination = set_aside(found)
+            executor.reporter.warn(found.message(done=True))
     report = RunReport(results=[r for _, r in status.finished], skipped_cells=len(status.finished))
     todo = list(status.todo_cells)
     pending = {n.key: n for n in status.to_run}
@@ -259,6 +319,7 @@ class PlanStatus:
     todo_cells: list[Cell]
     cached: list[Node]  # needed stages already in the cache
     to_run: list[Node]  # needed stages to compute, in DAG order
+    found: list[Found] = field(default_factory=list)  # ok results in a cell's place that are not reused
 
     @property
     def finished_cells(self) -> list[Cell]:
@@ -278,15 +339,18 @@ class PlanStatus:
 
 
 def plan_status(plan: Plan, executor: StageExecutor) -> PlanStatus:
-    done, todo = [], []
+    done, todo, found = [], [], []
     for cell in plan.cells:
         result = finished(cell)
         if result is not None:
             done.append((cell, result))
         else:
             todo.append(cell)
+            other = read_result(cell.result_path)
+            if other is not None and other.get("status") == "ok":
+                found.append(_found(cell, other))
     needed = plan.needed({k for c in todo for k in (c.eval_key, c.baseline_key, c.clean_key)})
     cached, to_run = [], []
     for node in needed:
         (cached if executor.done(node) else to_run).append(node)
-    return PlanStatus(done, todo, cached, to_run)
+    return PlanStatus(done, todo, cached, to_run, found)

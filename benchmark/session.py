@@ -49,6 +49,7 @@ class Session:
     data: DataBundle
     stages: StageExecutor
     plugins: tuple[str, ...] = ()
+    own_suite: SuiteConfig | None = None  # the suite without overrides: results of other configurations go to variant folders
 
     # ---------------------------------------------------------------- opening
     @classmethod
@@ -64,9 +65,12 @@ class Session:
         if overrides is not None and not isinstance(overrides, dict):
             overrides = parse_set(list(overrides))
         if isinstance(suite, SuiteConfig):
+            own = suite
             suite = from_dict(SuiteConfig, merge(to_dict(suite), overrides)) if overrides else suite
         else:
-            suite = load_suite(suite, overrides)
+            name = suite
+            suite = load_suite(name, overrides)
+            own = load_suite(name) if overrides else suite
         plugins = tuple(plugins)
         attacks, defenses = registries(plugins)
         check_method_sections(suite, attacks, defenses)
@@ -81,7 +85,7 @@ class Session:
             reporter.enabled = False
         torch_device = dist.device if dist is not None else pick_device(device or suite.device)
         stages = StageExecutor(Cache(cache_dir), data, attacks, defenses, torch_device, reporter, dist=dist)
-        return cls(suite, attacks, defenses, data, stages, plugins)
+        return cls(suite, attacks, defenses, data, stages, plugins, own)
 
     @property
     def cache(self) -> Cache:
@@ -151,9 +155,11 @@ class Session:
     # ------------------------------------------------------------------- runs
     def plan(self, attacks: str | Sequence[str] = "all", defenses: str | Sequence[str] = "none",
              seeds: Sequence[int] = (0,), results_dir: str | Path = "results") -> Plan:
-        """The DAG of stages for attacks x defenses x seeds (names, comma lists or ``all``)."""
+        """The DAG of stages for attacks x defenses x seeds (names, comma lists or ``all``). A cell
+        whose configuration differs from the suite's own (``--set``) gets its own results folder
+        (:func:`benchmark.results.variant_name`)."""
         return make_plan(self.suite, self.data, self.attacks.resolve(attacks), self.defenses.resolve(defenses),
-                         list(seeds), self.attacks, self.defenses, Path(results_dir))
+                         list(seeds), self.attacks, self.defenses, Path(results_dir), own=self.own_suite)
 
     def status(self, plan: Plan):
         """What a run of ``plan`` would do now (:class:`~benchmark.runner.PlanStatus`)."""

@@ -1,7 +1,7 @@
 """CleanCLIP (Bansal, Singhi, Yang, Yin, Grover, Chang; ICCV 2023).
 
 "CleanCLIP: Mitigating Data Poisoning Attacks in Multimodal Contrastive Learning."
-Post-training: fine-tune the backdoored model on clean pairs with (methods.md 4.2)
+Post-training: fine-tune the backdoored model on clean pairs with (benchmark/METHODS.md, cleanclip)
 
     L = l1 * CLIP(I, T) + l2 * 1/2 [InfoNCE(I, I~) + InfoNCE(T, T~)],   l1 = l2 = 1,
 

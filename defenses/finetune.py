@@ -1,10 +1,10 @@
 """Clean fine-tuning: the baseline of every CLIP backdoor-defense paper.
 
 Fine-tune the backdoored model on the clean defense split with the plain CLIP loss
-(methods.md 4.1), under the same schedule as CleanCLIP (Bansal et al., ICCV 2023) so
+(benchmark/METHODS.md, finetune), under the same schedule as CleanCLIP (Bansal et al., ICCV 2023) so
 that the comparison isolates the loss. Expected: the backdoor survives (ASR stays high).
 
-``augment=True`` is the *augmentation-only control* of methods.md section 6: the same
+``augment=True`` is the *augmentation-only control* of benchmark/METHODS.md (finetune_aug): the same
 CLIP loss on AutoAugment'ed images (ImageNet policy, fresh per sample, exactly
 CleanCLIP's image augmentation) without CleanCLIP's in-modal terms. It tells how much of
 CleanCLIP's effect augmentation alone explains; the registered defense ``finetune_aug``

@@ -1,6 +1,6 @@
 """The augmentation-only control: clean fine-tuning on AutoAugment'ed images.
 
-methods.md section 6: at tiny scale augmentation alone removed a noise-pattern Blended
+benchmark/METHODS.md (finetune_aug): at tiny scale augmentation alone removed a noise-pattern Blended
 trigger, so a defense's effect must be read against this control. It is
 :class:`defenses.finetune.Finetune` with ``augment=True``: the plain CLIP loss on
 AutoAugment'ed images (CleanCLIP's image augmentation, fresh per sample), captions
@@ -22,5 +22,5 @@ class FinetuneAug(Finetune):
     """Fine-tuning with the CLIP loss on augmented images (control for CleanCLIP)."""
 
     name = "finetune_aug"
-    paper = "augmentation-only control (clipbench, methods.md section 6)"
+    paper = "augmentation-only control (clipbench; benchmark/METHODS.md, finetune_aug)"
     Config = FinetuneAugConfig

@@ -5,7 +5,7 @@ Attacks." RoCLIP replaces the objective of the (poisoned) training itself; it ne
 clean set. The runner trains it on the same poisoned set, under the same schedule
 (``suite.poison_train``), as the plain-CLIP baseline it is compared with.
 
-methods.md 4.3, as implemented here:
+benchmark/METHODS.md (roclip), as implemented here:
 
 - Epochs are 1-indexed; epoch ``e`` is a *matching epoch* iff ``e % K == 0``
   (``match_every`` = K = 2, the paper's default; K = 1 for strong attacks). Other epochs

@@ -2,7 +2,7 @@
 
 "CleanerCLIP: Fine-grained Counterfactual Semantic Augmentation for Backdoor Defense in
 Contrastive Learning" (arXiv 2409.17601). There is no public code; the method is known
-from the abstract and reviews (methods.md 4.4). Every choice below is documented and
+from the abstract and reviews (benchmark/METHODS.md, ta_cleaner). Every choice below is documented and
 switchable in :class:`TACleanerConfig`.
 
 Objective: ``L = L_CleanCLIP + l3 * L_TA`` with CleanCLIP's terms, weights and schedule

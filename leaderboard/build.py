@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .columns import ATTACK_COLUMNS, CELL_COLUMNS, DEFENSE_COLUMNS, Column
+from .plots import CA_SPAN, clean_model_ca
 from .ranking import SuiteBoard, build_boards
 from .reader import CellResult, read_results
 
@@ -46,6 +47,7 @@ class BuildReport:
     failed: int  # of which failed
     skipped: list[str] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # results shown apart: their configuration differs from their folder's
 
 
 def _write(path: Path, data: bytes | str) -> None:
@@ -170,7 +172,9 @@ def _suite_context(board: SuiteBoard, images: dict[str, str]) -> dict[str, Any]:
             if c is not None:
                 cell_rows.append(dict(c.row(), detail="cell-" + slug(board.suite, a, d)))
     return {
-        "name": board.suite, "id": "suite-" + slug(board.suite),
+        "name": board.suite, "id": "suite-" + slug(board.suite), "base_suite": board.base_suite,
+        "is_variant": board.is_variant, "notes": board.notes,
+        "settings": [(k, v if isinstance(v, str) else json.dumps(v)) for k, v in sorted(board.settings.items())],
         "attacks": board.attacks, "defenses": board.defenses, "families": board.families,
         "rankings": rankings,
         "attack_table": _table(ATTACK_COLUMNS, [dict(r, origin=r["origin"]) for r in board.attack_ranking],
@@ -178,6 +182,8 @@ def _suite_context(board: SuiteBoard, images: dict[str, str]) -> dict[str, Any]:
         "cell_table": _table(CELL_COLUMNS, cell_rows, ("family", "stage", "origin"),
                              links={"attack": lambda r: "#" + r["detail"], "defense": lambda r: "#" + r["detail"]}),
         "images": images, "details": _details(board),
+        "clean_ca": clean_model_ca(board), "ca_span": CA_SPAN,
+        "pareto_line": sum(r["pareto"] == "yes" for r in board.defense_rankings["all"]) > 1,
         "n_seeds": len({r.seed for c in board.cells.values() for r in c.runs}),
     }
 
@@ -211,6 +217,10 @@ def _markdown(boards: list[SuiteBoard]) -> str:
              "Rates in percent. ↓ lower is better, ↑ higher is better. ASR counts only test images whose true "
              "class is not the target. A defense without results for every attack gets no mean.", ""]
     for b in boards:
+        if b.is_variant:
+            differs = ", ".join(f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in sorted(b.settings.items()))
+            parts += [f"## Variant {b.suite}", "", f"A configuration of `{b.base_suite}` other than its own"
+                      + (f": {_md_cell(differs)}." if differs else "."), ""]
         parts += [f"## {b.suite}: defenses", "", _md_table(DEFENSE_COLUMNS, b.defense_rankings["all"]), "",
                   f"## {b.suite}: attacks", "", _md_table(ATTACK_COLUMNS, b.attack_ranking), "",
                   f"## {b.suite}: cells (mean over seeds)", "",
@@ -296,4 +306,5 @@ def build_site(results_dir: Path, out_dir: Path | None = None, *, figures: bool 
         _write(out_dir / name, text)
         written.append(out_dir / name)
     return BuildReport(out_dir, index, [b.suite for b in boards], len(read.cells),
-                       sum(not c.ok for c in read.cells), read.skipped + sweep_skipped, [index] + written)
+                       sum(not c.ok for c in read.cells), read.skipped + sweep_skipped, [index] + written,
+                       [n for b in boards for n in b.notes])

@@ -2,7 +2,9 @@
 
 The HTML page, the CSV files and the Markdown tables are all rendered from these
 declarations, so a column's meaning and its "lower/higher is better" mark cannot drift
-between views. Values are fractions in [0, 1] (percent only on display), seconds, or text.
+between views. The arrows take the defender's side in every table: an ASR is always
+lower-is-better and a CA higher-is-better, also in the attack ranking, whose descriptions
+say which way a stronger attack goes. Values are fractions in [0, 1] (percent only on display), seconds, or text.
 """
 from __future__ import annotations
 
@@ -45,7 +47,7 @@ class Column:
         if self.kind == "seconds":
             return f"{value:.1f}"
         if self.kind == "coverage":
-            return f"{value[0]}/{value[1]}"
+            return f"{value[0]}/{value[1]}" if value[1] else "–"  # nothing to cover (e.g. only `none` was run)
         return str(value)
 
     def raw(self, value: Any) -> str:
@@ -117,20 +119,21 @@ ATTACK_COLUMNS: tuple[Column, ...] = (
     Column("clean_model_asr", "clean-model ASR", "ASR of the clean pre-trained model with the trigger applied: the "
            "floor every defense is read against. Lower is better for a backdoor benchmark (a trigger that fools a "
            "clean model is an adversarial patch, not a backdoor).", "lower", "pct"),
-    Column("undefended_asr", "ASR, no defense", "ASR of the backdoored model, no defense. Higher = a stronger "
-           "attack.", "higher", "pct"),
+    Column("undefended_asr", "ASR, no defense", "ASR of the backdoored model, no defense. As in every table, lower "
+           "is better for the defender; a higher value is a stronger attack.", "lower", "pct"),
     Column("implant", "implanted", "Whether the backdoor was implanted: the mean undefended ASR reached 50%. An "
            "attack that was not implanted is left out of every defense mean and ranking (there was nothing to "
            "remove).", None, "text"),
-    Column("undefended_ca", "CA, no defense", "Clean accuracy of the backdoored model. Higher = a stealthier "
-           "attack.", "higher", "pct"),
+    Column("undefended_ca", "CA, no defense", "Clean accuracy of the backdoored model. Higher is better; a higher "
+           "value is also a stealthier attack.", "higher", "pct"),
     Column("mean_asr_defended", "mean ASR under defenses", "Mean ASR over the defenses other than none. Empty "
-           "unless every defense has a result. Higher = harder to remove.", "higher", "pct"),
-    Column("best_defense_asr", "best defense's ASR", "Lowest ASR any defense reaches against this attack. Higher = "
-           "harder to remove.", "higher", "pct"),
+           "unless every defense has a result. Lower is better for the defender; higher = an attack harder to "
+           "remove (the ranking's order).", "lower", "pct"),
+    Column("best_defense_asr", "best defense's ASR", "Lowest ASR any defense reaches against this attack. Lower is "
+           "better for the defender; higher = an attack harder to remove.", "lower", "pct"),
     Column("best_defense", "best defense", "The defense with the lowest ASR against this attack.", None, "text"),
-    Column("coverage", "defenses", "Defenses (other than none) with a result / defenses in the suite.", "higher",
-           "coverage"),
+    Column("coverage", "defenses", "Defenses (other than none) with a result / defenses other than none in the "
+           "results; – when only none was run.", "higher", "coverage"),
 )
 
 # --------------------------------------------------------------------------- cells

@@ -16,7 +16,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from .reader import CellResult, origin
+from .reader import VARIANT_SEP, CellResult, origin
 
 NO_DEFENSE_STAGE = "none"
 #: an attack whose mean undefended ASR stays below this was not implanted (the engine's
@@ -92,7 +92,8 @@ class CellSummary:
 
 @dataclass
 class SuiteBoard:
-    """Everything the page shows for one suite."""
+    """Everything the page shows for one configuration of a suite: its own (``suite`` is the
+    suite's name) or a variant (``suite`` is the variant's folder name, ``settings`` what differs)."""
 
     suite: str
     attacks: list[str]
@@ -102,6 +103,13 @@ class SuiteBoard:
     defense_rankings: dict[str, list[dict[str, Any]]]  # scope ("all" or a family) -> rows
     attack_ranking: list[dict[str, Any]]
     not_implanted: list[str] = field(default_factory=list)  # attacks left out of defense means
+    base_suite: str = ""  # the suite this is a configuration of
+    settings: dict[str, Any] = field(default_factory=dict)  # where it differs from the suite's own ({}: its own)
+    notes: list[str] = field(default_factory=list)  # results set apart because their configuration differs
+
+    @property
+    def is_variant(self) -> bool:
+        return self.suite != self.base_suite
 
     def cell(self, attack: str, defense: str) -> CellSummary | None:
         return self.cells.get((attack, defense))
@@ -223,12 +231,47 @@ def rank_attacks(board_cells: dict[tuple[str, str], CellSummary], attacks: list[
     return rows
 
 
+def _configurations(cells: list[CellResult]) -> tuple[dict[str, list[CellResult]], dict[str, list[str]]]:
+    """Results by configuration folder. Within a folder's cell, seeds whose recorded configuration
+    differs from the cell's most common one (written before folders named configurations) go to a
+    board of their own, ``<folder>~config-<digest>``, with a note: seeds never average across
+    configurations."""
+    groups: dict[str, list[CellResult]] = {}
+    notes: dict[str, list[str]] = {}
+    by_cell: dict[tuple[str, str, str], list[CellResult]] = {}
+    for c in cells:
+        by_cell.setdefault((c.variant, c.attack, c.defense), []).append(c)
+    for (variant, attack, defense), runs in by_cell.items():
+        counts: dict[str, int] = {}
+        for r in runs:
+            counts[r.fingerprint] = counts.get(r.fingerprint, 0) + 1
+        latest = {fp: max(str((r.data.get("provenance") or {}).get("created") or "") for r in runs
+                          if r.fingerprint == fp) for fp in counts}
+        main = max(counts, key=lambda fp: (counts[fp], latest[fp], fp))
+        for r in runs:
+            name = variant if r.fingerprint == main else f"{variant}{VARIANT_SEP}config-{r.fingerprint[:6]}"
+            groups.setdefault(name, []).append(r)
+            if name != variant:
+                notes.setdefault(variant, []).append(
+                    f"{r.path}: its recorded configuration differs from the other seeds of {attack}/{defense}; "
+                    f"shown apart as {name} (rerun clipbench to move it to its configuration's folder)")
+    return groups, notes
+
+
 def build_boards(cells: list[CellResult]) -> list[SuiteBoard]:
-    """One :class:`SuiteBoard` per suite found in the results, sorted by suite name."""
+    """One :class:`SuiteBoard` per configuration found in the results: each suite's own
+    configuration first (by name), then its variants (by name). Seeds are aggregated only
+    within one configuration."""
     boards = []
-    for suite in sorted({c.suite for c in cells}):
+    groups, notes = _configurations(cells)
+
+    def order(name: str) -> tuple[str, bool, str]:
+        first = groups[name][0]
+        return (first.suite, name != first.suite, name)
+
+    for suite in sorted(groups, key=order):
         summaries: dict[tuple[str, str], CellSummary] = {}
-        for r in (c for c in cells if c.suite == suite):
+        for r in groups[suite]:
             key = (r.attack, r.defense)
             if key not in summaries:
                 summaries[key] = CellSummary(suite, r.attack, r.attack_family, r.attack_source, r.defense,
@@ -248,7 +291,9 @@ def build_boards(cells: list[CellResult]) -> list[SuiteBoard]:
             for fam in families:
                 scope = [a for a in scored if any(s.family == fam for (aa, _), s in summaries.items() if aa == a)]
                 rankings[fam] = rank_defenses(summaries, scope, defenses)
-        boards.append(SuiteBoard(suite, attacks, defenses, summaries, families, rankings, attack_rows, not_implanted))
+        first = groups[suite][0]
+        boards.append(SuiteBoard(suite, attacks, defenses, summaries, families, rankings, attack_rows, not_implanted,
+                                 base_suite=first.suite, settings=first.settings, notes=sorted(notes.get(suite, []))))
     return boards
 
 

@@ -1,17 +1,23 @@
 """Read cell result files (the documented JSON contract of ``benchmark/results.py``).
 
 The leaderboard depends on the result files only, never on the engine: this is its own
-small reader. Files are ``<results_dir>/<suite>/<attack>/<defense>/seed-<k>.json``;
-files of another schema version, or that do not parse, are skipped and reported.
+small reader. Files are ``<results_dir>/<folder>/<attack>/<defense>/seed-<k>.json``, where
+``<folder>`` is the suite's name for its own configuration, or a variant
+(``<suite>~<settings>-<hash>``) for any other; files of another schema version, or that do
+not parse, are skipped and reported.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = 1
+VARIANT_SEP = "~"
+#: the suite sections that change every cell's numbers (as benchmark.results.IDENTITY_SECTIONS)
+IDENTITY_SECTIONS = ("model", "data", "pretrain", "poison_train", "eval")
 
 @dataclass(frozen=True)
 class CellResult:
@@ -24,6 +30,23 @@ class CellResult:
     seed: int
     status: str
     data: dict[str, Any] = field(repr=False, compare=False)
+    variant: str = ""  # the configuration's folder: the suite's name, or <suite>~<settings>-<hash>
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """Where this result's configuration differs from the suite's own ({} for the suite's own)."""
+        block = self.data.get("variant")
+        return dict(block.get("settings") or {}) if isinstance(block, dict) else {}
+
+    @property
+    def fingerprint(self) -> str:
+        """A digest of every recorded setting that can change this cell's numbers, seed excluded:
+        seeds are averaged only when it agrees."""
+        config = self.data.get("config") or {}
+        suite = config.get("suite") if isinstance(config.get("suite"), dict) else {}
+        ident = {"suite": {k: suite.get(k) for k in IDENTITY_SECTIONS}, "attack": config.get("attack"),
+                 "defense": config.get("defense")}
+        return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
 
     @property
     def ok(self) -> bool:
@@ -84,11 +107,15 @@ def read_results(results_dir: Path) -> ReadReport:
             skipped.append(f"{rel}: not a schema-{SCHEMA_VERSION} cell result")
             continue
         try:
+            suite = str(data["suite"])
+            recorded = data.get("variant") if isinstance(data.get("variant"), dict) else {}
+            folder = rel.split("/", 1)[0]
+            variant = str(recorded.get("name") or (folder if folder.startswith(suite + VARIANT_SEP) else suite))
             cells.append(CellResult(
-                path=rel, suite=str(data["suite"]), attack=str(data["attack"]["name"]),
+                path=rel, suite=suite, attack=str(data["attack"]["name"]),
                 defense=str(data["defense"]["name"]), seed=int(data["seed"]),
-                status=str(data.get("status") or "failed"), data=data))
+                status=str(data.get("status") or "failed"), data=data, variant=variant))
         except (KeyError, TypeError, ValueError) as exc:
             skipped.append(f"{rel}: missing field {exc}")
-    cells.sort(key=lambda c: (c.suite, c.attack, c.defense, c.seed, c.path))
+    cells.sort(key=lambda c: (c.suite, c.variant, c.attack, c.defense, c.seed, c.path))
     return ReadReport(cells, skipped)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 import torch
@@ -10,6 +11,8 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 # Nothing may download at test time: Hugging Face hub and datasets stay offline (set before they are imported).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# A run without --results-dir writes to the user's results folder: never the tester's during tests.
+os.environ.setdefault("CLIPBENCH_RESULTS", os.path.join(tempfile.mkdtemp(prefix="clipbench-test-results-"), "results"))
 
 #: --set overrides that make a whole cell run in seconds: a micro model, 5% of the data.
 TINY_SETS = [

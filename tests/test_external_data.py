@@ -69,7 +69,9 @@ def test_a_cell_runs_through_each_source(kind, fixtures, tmp_path, cache_dir):
     assert r["metrics"]["counts"]["triggered"] == 18  # the 6 banana images are excluded from ASR
     assert r["poison"]["num_poisoned"] == round(0.1 * 48)
     # the poison stage stored only the overlay: the poisoned samples' images, not the whole set
-    folder = Path(r["poison"]["manifest"]).parent
+    from benchmark.cache import resolve_ref
+
+    folder = resolve_ref(r["poison"]["manifest"]).parent  # cache:poison/<key>/manifest.json, under $CLIPBENCH_CACHE
     assert (folder / "overlay.safetensors").exists() and not (folder / "data.safetensors").exists()
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["storage"] == "overlay" and manifest["image_shape"] == [3, 32, 32]

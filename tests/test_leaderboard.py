@@ -193,6 +193,15 @@ def test_column_directions(site):
     cols = {c.key: c for c in DEFENSE_COLUMNS}
     assert {k: cols[k].better for k in expected} == expected
     assert {c.key: c.better for c in CELL_COLUMNS}["asr"] == "lower"
+    # one direction per meaning, in every table: an ASR is lower-is-better, a CA higher-is-better
+    by_label: dict[str, set] = {}
+    for c in DEFENSE_COLUMNS + ATTACK_COLUMNS + CELL_COLUMNS:
+        by_label.setdefault(c.label, set()).add(c.better)
+        if "ASR" in c.label and "std" not in c.label:
+            assert c.better == "lower", c.key
+        if c.label.startswith("CA") and "std" not in c.label:
+            assert c.better == "higher", c.key
+    assert {label: dirs for label, dirs in by_label.items() if len(dirs) > 1} == {}
     for c in DEFENSE_COLUMNS + ATTACK_COLUMNS + CELL_COLUMNS:  # every metric says its direction
         assert c.better is not None or c.kind in ("text", "int") and c.key in (
             "rank", "defense", "stage", "source", "pareto", "attack", "family", "best_defense", "implant"), c.key
@@ -289,3 +298,50 @@ def test_published_sweeps_are_plotted_and_listed(tmp_path):
     rows = _csv_rows(site.out_dir / "sweeps.csv")
     assert {r["defense"]: r["chosen"] for r in rows} == {"cleanclip": "train.lr=0.001", "finetune": "train.lr=0.001"}
     assert float(rows[0]["chosen_asr"]) == pytest.approx(0.05)
+
+
+def test_scatter_labels_never_overlap():
+    """Two defenses at nearly the same (ASR, CA): their labels are moved apart."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.text import Text
+
+    from leaderboard.plots import spread_labels
+
+    fig = Figure(figsize=(7, 4.6))
+    ax = fig.add_subplot()
+    ax.set_xlim(0, 100)
+    ax.set_ylim(60, 80)
+    labels = [ax.annotate(name, (10 + 0.2 * i, 70 + 0.05 * i), xytext=(6, 4), textcoords="offset points",
+                          fontsize=9, arrowprops={"arrowstyle": "-"}) for i, name in enumerate(
+                              ["ta_cleaner", "cleanclip", "finetune_aug", "finetune"])]
+    renderer = FigureCanvasAgg(fig).get_renderer()
+
+    def overlaps() -> int:
+        boxes = [Text.get_window_extent(t, renderer) for t in labels]  # the text, not its line
+        return sum(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+
+    assert overlaps() > 0
+    spread_labels(fig, labels)
+    assert overlaps() == 0
+
+
+def test_colour_scales_do_not_exaggerate(site):
+    """ASR 0-100; CA centred on the clean model with a stated span (checked on the page's caption)."""
+    from leaderboard.plots import CA_SPAN
+
+    html = site.index.read_text()
+    assert "centred on the clean model" in html and f"&plusmn;{CA_SPAN:.0f} points" in html
+
+
+def test_a_single_cell_page_has_no_empty_artefacts(tmp_path):
+    """One attack x none: no scatter (nothing to compare), no Pareto caption, no unexplained 0/0."""
+    results = tmp_path / "results"
+    path = results / "embedded" / "badnet" / "none" / "seed-0.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(cell("badnet", "none", 0)))
+    report = build_site(results, tmp_path / "site")
+    html = report.index.read_text()
+    assert not list((tmp_path / "site" / "img").glob("*scatter*")) and "dashed line joins the Pareto front" not in html
+    assert "0/0" not in html  # the attack row's "defenses" column: – when only none ran
+    assert "centred on the clean model" in html

@@ -157,3 +157,29 @@ def test_script_in_a_defense_name_renders_as_text(page, tmp_path):
     assert EVIL in page.inner_text("div.scope[data-scope='all'] table.defenses")
     assert page.eval_on_selector_all("script", "s => s.length") == 1
     assert page.problems == []  # no alert dialog, no error
+
+
+OVERFLOW = """() => {
+    document.querySelectorAll('details').forEach(d => { d.open = true; });
+    const wide = [];
+    const doc = document.documentElement;
+    if (doc.scrollWidth > doc.clientWidth) wide.push(['page', doc.scrollWidth, doc.clientWidth]);
+    document.querySelectorAll('.tablewrap').forEach(w => {
+        if (w.offsetParent !== null && w.scrollWidth > w.clientWidth + 1)
+            wide.push([(w.querySelector('caption') || w.querySelector('th')).textContent.slice(0, 60),
+                       w.scrollWidth, w.clientWidth]);
+    });
+    return wide;
+}"""
+
+
+@pytest.mark.parametrize("which", ["synthetic", "committed"])
+def test_no_horizontal_overflow_at_1400_px(page, site, tmp_path, which):
+    """Every table (cell details opened) fits a 1400 px window: nothing hides behind a scrollbar."""
+    if which == "synthetic":
+        report, _ = site
+    else:
+        report = build_site(Path(__file__).resolve().parents[1] / "results", tmp_path / "site", figures=False)
+    page.set_viewport_size({"width": 1400, "height": 900})
+    _open(page, report)
+    assert page.evaluate(OVERFLOW) == []

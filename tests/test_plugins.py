@@ -19,6 +19,7 @@ import pytest
 from benchmark import API_VERSION
 from benchmark.cli import main
 from benchmark.registry import DISABLE_ENV, RegistryError, defense_registry, registries
+from benchmark.results import find_cell
 from conftest import TINY_SETS, need
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -262,7 +263,7 @@ def test_example_plugin_package_runs_through_the_cli(tmp_path, shared_cache, mon
     rc = main(["run", "--attack", "badnet", "--defense", "none,example_finetune", "--results-dir", str(results),
                "--cache-dir", str(shared_cache), "--quiet", *_sets(["defenses.example_finetune.train.epochs=1"])])
     assert rc == 0, capsys.readouterr()
-    r = json.loads((results / "embedded/badnet/example_finetune/seed-0.json").read_text())
+    r = json.loads(find_cell(results, "badnet", "example_finetune").read_text())
     assert r["status"] == "ok" and r["defense"]["source"] == "plugin clipbench-example-plugin 0.1.0"
     assert r["defense"]["stage"] == "post_training" and r["defense"]["config"]["freeze_text"] is True
     assert r["defense"]["config"]["train"]["epochs"] == 1
@@ -271,7 +272,7 @@ def test_example_plugin_package_runs_through_the_cli(tmp_path, shared_cache, mon
     defended = [json.loads(m.read_text()) for m in shared_cache.glob("model/*/meta.json")]
     defended = [m for m in defended if m["label"].startswith("defend badnet with example_finetune")]
     assert len(defended) == 1 and defended[0]["train"]["steps"] >= 1  # it really fine-tuned the model
-    base = json.loads((results / "embedded/badnet/none/seed-0.json").read_text())
+    base = json.loads(find_cell(results, "badnet", "none").read_text())
     assert base["defense"]["source"] == "builtin"
 
 
@@ -334,7 +335,7 @@ def test_a_defense_written_from_the_readme_installs_lists_runs_and_reaches_the_l
     rc = main(["run", "--attack", "badnet", "--defense", name, "--results-dir", str(results),
                "--cache-dir", str(shared_cache), "--quiet", *_sets([f"defenses.{name}.train.epochs=1"])])
     assert rc == 0, capsys.readouterr()
-    r = json.loads((results / f"embedded/badnet/{name}/seed-0.json").read_text())
+    r = json.loads(find_cell(results, "badnet", name).read_text())
     assert r["status"] == "ok" and r["defense"]["source"] == "plugin my-defense 0.1.0"
 
     leaderboard = pytest.importorskip("leaderboard.build")

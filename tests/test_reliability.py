@@ -20,6 +20,7 @@ import torch
 from benchmark.cache import Cache
 from benchmark.cli import EXIT_LOCKED, main
 from benchmark.lock import LockedError, ResultsLock
+from benchmark.results import find_cell
 from conftest import TINY_SETS
 
 FAST_SETS = TINY_SETS + ["data.fraction=0.04", "pretrain.epochs=1", "poison_train.epochs=1"]
@@ -123,16 +124,16 @@ def test_a_raising_plugin_and_a_nan_loss_fail_their_cells_only(base_run, cache, 
                *_sets(["poison_train.epochs=2"])])  # >= 3 steps, so step 2 exists
     out = capsys.readouterr().out
     assert rc == 1  # non-zero: some cells failed
-    ok = json.loads((results / "embedded/badnet/none/seed-0.json").read_text())
+    ok = json.loads(find_cell(results, "badnet", "none").read_text())
     assert ok["status"] == "ok" and ok["metrics"]["clean_accuracy"] >= 0  # the rest of the matrix ran
 
-    boom = json.loads((results / "embedded/badnet/exploding/seed-0.json").read_text())
+    boom = json.loads(find_cell(results, "badnet", "exploding").read_text())
     assert boom["status"] == "failed" and boom["defense"]["source"].startswith("local ")
     assert boom["error"]["type"] == "RuntimeError" and boom["error"]["message"] == "boom from a plugin"
     tb = boom["error"]["traceback"]
     assert "Traceback" in tb and str(plugin) in tb and 'raise RuntimeError("boom from a plugin")' in tb
 
-    nan = json.loads((results / "embedded/badnet/nan_loss/seed-0.json").read_text())
+    nan = json.loads(find_cell(results, "badnet", "nan_loss").read_text())
     assert nan["status"] == "failed" and nan["error"]["type"] == "NonFiniteLossError"
     msg = nan["error"]["message"]
     assert "non-finite loss" in msg and "train badnet with nan_loss seed=0" in msg and "step 2" in msg, msg
@@ -226,7 +227,7 @@ def test_a_truncated_checkpoint_is_detected_and_rebuilt(base_run, cache, tmp_pat
 
 def test_a_truncated_result_file_is_recomputed_not_trusted(base_run, capsys):
     results, args = base_run
-    path = results / "embedded/badnet/none/seed-0.json"
+    path = find_cell(results, "badnet", "none")
     good = json.loads(path.read_text())
     path.write_text(path.read_text()[:100])
     assert main(args) == 0
@@ -312,7 +313,7 @@ def test_interrupted_run_leaves_no_partial_files_and_resumes(base_run, cache, tm
     poison_mtime = (cache / "poison" / next(iter(poison)) / "meta.json").stat().st_mtime_ns
     assert main([*args, "--no-wait"]) == 0
     assert "1 computed" in capsys.readouterr().out
-    r = json.loads((results / "embedded/badnet/none/seed-0.json").read_text())
+    r = json.loads(find_cell(results, "badnet", "none").read_text())
     assert r["status"] == "ok" and r["attack"]["config"]["pattern"] == pattern
     assert (cache / "poison" / next(iter(poison)) / "meta.json").stat().st_mtime_ns == poison_mtime  # reused
     assert {k: v for k, v in _entries(cache, "model").items() if v["label"].startswith("pretrain")} == pre_before

@@ -21,6 +21,7 @@ from benchmark.cost import estimate_cost
 from benchmark.plan import Plan, make_plan
 from benchmark.registry import attack_registry, defense_registry
 from benchmark.runner import plan_status, run_plan
+from benchmark.session import Session
 from benchmark.stages import StageExecutor
 from benchmark.suite import load_suite
 
@@ -156,7 +157,10 @@ def test_sigkill_mid_matrix_then_rerun_recomputes_only_unfinished_cells(tmp_path
             "--results-dir", str(results), "--quiet", "--no-leaderboard"]
     for s in QUICK_SETS:
         args += ["--set", s]
-    first = results / "embedded/badnet/none/seed-0.json"
+    # the --set run's cells live in their variant folder (benchmark.results.variant_name)
+    folder = Session.open("embedded", QUICK_SETS, cache_dir=tmp_path / "plan-cache").plan(
+        "badnet", "none", [0], results).cells[0].result_path.parents[2]
+    first = folder / "badnet/none/seed-0.json"
     proc = subprocess.Popen([sys.executable, "-m", "benchmark.cli", *args], env=env, cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -171,14 +175,15 @@ def test_sigkill_mid_matrix_then_rerun_recomputes_only_unfinished_cells(tmp_path
         if proc.poll() is None:
             proc.kill()
     before = first.read_text()
-    assert not (results / "embedded/badnet/none/seed-1.json").exists()
+    assert not (folder / "badnet/none/seed-1.json").exists()
     # no half-written file anywhere: results and cache hold only complete entries
     assert not [p for p in tmp_path.rglob("*.tmp")]
 
     os.environ["CLIPBENCH_CACHE"] = env["CLIPBENCH_CACHE"]
     suite = load_suite("embedded", parse_set(QUICK_SETS))
     data = open_data(suite.data, suite.model)
-    plan = make_plan(suite, data, ["badnet"], ["none"], [0, 1], attack_registry(), defense_registry(), results)
+    plan = make_plan(suite, data, ["badnet"], ["none"], [0, 1], attack_registry(), defense_registry(), results,
+                     own=load_suite("embedded"))  # the CLI's --set run: its cells are in their variant folder
     stages = StageExecutor(Cache(tmp_path / "cache"), data, attack_registry(), defense_registry(), __import__("torch").device("cpu"))
     resumed = run_plan(plan, stages)
     assert resumed.skipped_cells == 1 and not resumed.failed
