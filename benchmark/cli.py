@@ -165,6 +165,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
                            reporter=Reporter(enabled=not args.quiet, console=console))
     plan = session.plan(args.attack, args.defense, seeds, args.results_dir)
     _check_writable(args.results_dir)
+    if session.is_main:
+        _schedule_notes(plan)
     if args.dry_run:
         print_plan(session, plan, console)
         return 0
@@ -180,6 +182,21 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     if report.failed:
         console.print("[red]failed cells:[/]\n  " + "\n  ".join(report.failed))
     return 1 if report.failed else 0
+
+
+def _schedule_notes(plan) -> None:
+    """One line per defense whose own schedule default the suite overrides (the precedence is
+    documented in the README's "Add your own defense"; each result records it)."""
+    from .plan import schedule_note
+
+    seen: set[str] = set()
+    for cell in plan.cells:
+        if cell.defense in seen:
+            continue
+        seen.add(cell.defense)
+        note = schedule_note(cell.defense, cell.defense_schedule)
+        if note:
+            Console(stderr=True).print(f"clipbench: note: {note}", highlight=False, markup=False, soft_wrap=True)
 
 
 def _regenerate_leaderboard(results_dir: Path, console: Console) -> None:
