@@ -9,6 +9,7 @@ Exit codes: 0 all cells ok; 1 the run started and some cells failed (listed; eac
 cell's result file holds the traceback; finished cells are kept); 2 bad input (nothing
 ran); 75 the results directory is in use (``--no-wait``); 130 / 143 interrupted by SIGINT /
 SIGTERM (finished files are kept, no file is half-written; rerun to resume).
+``leaderboard --strict`` exits 1 when a result file could not be read (the site is still built).
 """
 from __future__ import annotations
 
@@ -91,6 +92,8 @@ def _parser() -> argparse.ArgumentParser:
     lb = sub.add_parser("leaderboard", help="build the static leaderboard site (HTML, CSV, Markdown) from result files")
     lb.add_argument("--results-dir", default="results", type=Path, help="where the cell JSON files are (default ./results)")
     lb.add_argument("--out", default=None, type=Path, help="output folder (default <results-dir>/leaderboard)")
+    lb.add_argument("--strict", action="store_true",
+                    help="exit 1 when a result file is unreadable or of another schema (the site is still built; for CI)")
     pv = sub.add_parser("preview", help="save a PNG grid of clean vs triggered test images per attack")
     pv.add_argument("--attack", default="all", help="attack names, comma-separated, or 'all' (default)")
     pv.add_argument("--out", default=Path("results/previews/triggers.png"), type=Path,
@@ -233,6 +236,11 @@ def cmd_leaderboard(args: argparse.Namespace, console: Console) -> int:
         console.print(f"[yellow]skipped[/] {escape(skipped)}", highlight=False)
     console.print(f"leaderboard: {report.index} (+ defenses.csv, attacks.csv, cells.csv, leaderboard.md)",
                   highlight=False)
+    if args.strict and report.skipped:
+        Console(stderr=True).print(f"clipbench: error: --strict: {len(report.skipped)} result file(s) could not be read "
+                                   f"(listed above as skipped); fix or remove them", highlight=False, markup=False,
+                                   soft_wrap=True)
+        return 1
     return 0
 
 
