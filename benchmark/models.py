@@ -161,7 +161,7 @@ class _TextParts(nn.Module):
 class ClipModel(nn.Module):
     """An open_clip CLIP plus its input preparation and memoised tokenizer.
 
-    Towers (public API 1.2): :attr:`image_tower` and :attr:`text_tower` are the two
+    Towers (public API 1.3): :attr:`image_tower` and :attr:`text_tower` are the two
     encoders as ``nn.Module`` s, for defenses that regularise, prune, re-initialise or
     freeze part of a tower; :attr:`logit_scale` is the learned temperature. What trains:
     every parameter with ``requires_grad`` (the trainer builds its optimiser from them
