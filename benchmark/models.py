@@ -352,16 +352,17 @@ def load_checkpoint_file(path: str) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(str(file), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - UnpicklingError, SafetensorError, EOFError, RuntimeError, ...
-        text = str(exc)
-        if "Weights only load failed" in text:  # torch refused a pickled object: say so, not torch's advice to unpickle
-            import re
+        import re
 
-            found = re.search(r"GLOBAL ([\w.]+)", text)
-            what = f" ({found.group(1)})" if found else ""
-            raise ModelLoadError(f"checkpoint {str(file)!r} holds pickled code or objects other than tensors{what}; "
-                                 "refused without running it. Re-export the weights as safetensors or a plain state "
-                                 "dict of tensors") from None
-        first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+        text = str(exc)
+        found = re.search(r"GLOBAL ([\w.]+)", text) if "Weights only load failed" in text else None
+        if found:  # torch refused a pickled callable or class: say so, not torch's advice to unpickle it
+            raise ModelLoadError(f"checkpoint {str(file)!r} holds pickled code or objects other than tensors "
+                                 f"({found.group(1)}); refused without running it. Re-export the weights as "
+                                 "safetensors or a plain state dict of tensors") from None
+        detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
+        first = (detail.group(1).strip() if detail else
+                 text.strip().splitlines()[0] if text.strip() else type(exc).__name__)
         raise ModelLoadError(f"checkpoint {str(file)!r} cannot be loaded safely ({first}); it is truncated, corrupt or "
                              "holds pickled code. Re-export it as safetensors or a plain state dict") from None
     for key in ("state_dict", "model", "model_state_dict"):

@@ -168,6 +168,32 @@ def test_checkpoint_paths_and_formats(tmp_path, capsys):
     assert "error" not in capsys.readouterr().err
 
 
+class _Payload:
+    """A pickle that runs code when loaded."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("arch", ["clipbench-micro-rn", None])  # None: the embedded default's model
+def test_a_checkpoint_holding_pickled_code_is_refused_up_front(tmp_path, capsys, arch):
+    """Issue 21: one line naming the pickled global, exit 2, nothing written, nothing executed,
+    and not torch's advice to re-run with weights_only=False."""
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+    torch.save({"visual.conv1.weight": _Payload(marker)}, evil)
+    sets = ([f"model.arch={arch}"] if arch else []) + [f"model.pretrained={evil}"]
+    line = _one(["--attack", "badnet", *_sets(sets)], tmp_path, capsys)
+    assert line == (f"checkpoint '{evil}' holds pickled code or objects other than tensors (posix.system); refused "
+                    "without running it. Re-export the weights as safetensors or a plain state dict of tensors"), line
+    assert "weights_only" not in line and not marker.exists()
+
+
 # ------------------------------------------------------------- data sources
 @pytest.fixture(scope="module")
 def good(tmp_path_factory):
