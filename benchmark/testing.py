@@ -225,26 +225,38 @@ HOOKS = ("on_train_start", "on_epoch_start", "on_step_end")
 
 
 def _record_hooks(defense, log: list[list[tuple]]) -> None:
-    """Make every objective ``defense.objective`` returns log its hook calls into a list of ``log``
-    (one list per objective): ``(hook, epoch, step)`` tuples, ``on_step_end`` with the parts."""
+    """Make every objective ``defense.objective`` returns log its calls into a list of ``log`` (one
+    list per objective): ``(hook, epoch, step)`` tuples, ``on_step_end`` with the parts, and
+    ``("__call__", epoch, step)`` for every batch it computes a loss on."""
     build = defense.objective
 
     def objective(ctx):
         obj = build(ctx)
         calls: list[tuple] = []
         log.append(calls)
-        for hook in HOOKS:
-            original = getattr(obj, hook, None)
-            if original is None:
-                continue
+        cls = type(obj)
 
-            def wrapped(*args, _hook=hook, _original=original):
-                step_ctx = args[-1]
-                extra = (dict(args[1].parts or {}),) if _hook == "on_step_end" else ()
-                calls.append((_hook, step_ctx.epoch, step_ctx.step, *extra))
-                return _original(*args)
+        def on_train_start(self, model, ctx):
+            calls.append(("on_train_start", ctx.epoch, ctx.step))
+            return cls.on_train_start(self, model, ctx)
 
-            setattr(obj, hook, wrapped)  # an instance attribute shadows the class's method
+        def on_epoch_start(self, model, epoch, ctx):
+            calls.append(("on_epoch_start", epoch, ctx.step))
+            return cls.on_epoch_start(self, model, epoch, ctx)
+
+        def on_step_end(self, model, out, ctx):
+            calls.append(("on_step_end", ctx.epoch, ctx.step, dict(out.parts or {})))
+            return cls.on_step_end(self, model, out, ctx)
+
+        def __call__(self, model, batch, ctx):
+            calls.append(("__call__", getattr(ctx, "epoch", None), getattr(ctx, "step", None)))
+            return cls.__call__(self, model, batch, ctx)
+
+        try:  # a recording subclass of the objective's own class (the methods are looked up on the type)
+            obj.__class__ = type(cls.__name__, (cls,), {"on_train_start": on_train_start, "on_epoch_start": on_epoch_start,
+                                                        "on_step_end": on_step_end, "__call__": __call__})
+        except TypeError:  # an objective whose class cannot be swapped (slots, extension types): not recorded
+            log.pop()
         return obj
 
     defense.objective = objective
@@ -278,6 +290,8 @@ def check_hooks(name: str, calls: list[tuple], epochs: int | None = None) -> Non
     assert [c[0] for c in calls].count("on_train_start") == 1, f"{name}: on_train_start called more than once"
     epoch, step = 0, 0
     for hook, e, s, *rest in calls[1:]:
+        if hook == "__call__":
+            continue
         if hook == "on_epoch_start":
             assert e == epoch + 1 and s == step, f"{name}: on_epoch_start({e}) at step {s}, expected epoch {epoch + 1} at step {step}"
             epoch = e
@@ -309,8 +323,9 @@ def check_defense(defense_cls, config=None, seed: int = 0):
     - the objective's lifecycle hooks (:class:`~benchmark.losses.Objective`: ``on_train_start``,
       ``on_epoch_start``, ``on_step_end``) are each called, in order (:func:`check_hooks`), and
       its ``LossOutput.parts`` are finite floats whose per-epoch means reach
-      ``TrainStats.parts`` (what the result file records). A post-training defense that
-      overrides ``defend`` without calling ``self.objective`` skips this check.
+      ``TrainStats.parts`` (what the result file records): an objective from
+      ``self.objective`` that computes losses outside :func:`benchmark.train` fails. A
+      ``defend`` that never calls ``self.objective`` skips this check.
 
     ``config`` defaults to the class's defaults with a two-epoch micro schedule. Returns
     the defended model.
@@ -354,14 +369,15 @@ def check_defense(defense_cls, config=None, seed: int = 0):
     model, stats = _run_defense(defense_cls, config, seed, data, hooks)
     assert stats is not None and stats.steps > 0, f"{name}: defend/objective trained no step"
     assert all(np.isfinite(stats.loss_history)), f"{name}: non-finite loss {stats.loss_history}"
-    for calls in hooks:  # every objective the defense trained with
-        if calls:
-            check_hooks(name, calls)
-    if len(hooks) == 1 and hooks[0]:
-        calls = hooks[0]
+    used = [calls for calls in hooks if any(c[0] == "__call__" for c in calls)]
+    for calls in used:  # every objective the defense computed a loss with
+        check_hooks(name, calls)
+    if len(used) == 1:
+        calls = used[0]
         assert sum(c[0] == "on_step_end" for c in calls) == stats.steps, \
             f"{name}: on_step_end ran {sum(c[0] == 'on_step_end' for c in calls)} times for {stats.steps} steps"
-        assert max(c[1] for c in calls) == len(stats.loss_history), f"{name}: on_epoch_start missed an epoch"
+        assert max(c[1] for c in calls if c[0] == "on_epoch_start") == len(stats.loss_history), \
+            f"{name}: on_epoch_start missed an epoch"
         reported = {k for c in calls if c[0] == "on_step_end" for k in c[3]}
         assert set(stats.parts) == reported, f"{name}: parts {sorted(reported)} reported, {sorted(stats.parts)} recorded"
         assert all(len(v) == len(stats.loss_history) for v in stats.parts.values()), \
