@@ -556,3 +556,37 @@ def test_a_plugin_paper_schedule_and_loss_part_reach_the_result_and_the_page(tmp
     assert "&lt;script&gt;alert(&#34;paper&#34;)&lt;/script&gt; Li et al." in html
     shown = ", ".join(f"{v:.4g}" for v in anchor)
     assert f"<code>l2_anchor</code> {shown}" in html
+
+
+def test_schedule_record_names_the_source_and_every_overridden_field():
+    from benchmark.config import parse_set
+    from benchmark.plan import schedule_note, schedule_record
+    from benchmark.suite import load_suite
+
+    suite = load_suite("embedded", parse_set(["defenses.finetune.train.epochs=3"]))
+    defenses = defense_registry()
+
+    def record(name: str):
+        cls = defenses.get(name)
+        return schedule_record(suite, name, cls, defenses.build(name, suite.defense_overrides(name)))
+
+    ft = record("finetune")
+    assert ft["source"] == "defense_common.train + defenses.finetune.train" and ft["train"]["epochs"] == 3
+    assert ft["overridden"]["epochs"] == [10, 3] and ft["overridden"]["lr"] == [1e-5, 1e-3]
+    assert "beta2" not in ft["overridden"]  # equal to the method's own 0.999: not an override
+    assert "overrides its own TrainConfig default (epochs 10 -> 3, lr 1e-05 -> 0.001" in schedule_note("finetune", ft)
+    ro = record("roclip")
+    assert ro["source"] == "poison_train" and ro["train"] == to_dict_(suite.poison_train)
+    assert schedule_note("roclip", ro).startswith("defense roclip trains under the suite's poison_train")
+    assert record("none") is None and schedule_note("none", None) is None
+    import dataclasses
+
+    bare = dataclasses.replace(suite, defense_common={}, defenses={})  # no shared schedule: the method's own default holds
+    own = schedule_record(bare, "finetune", defenses.get("finetune"), defenses.build("finetune", bare.defense_overrides("finetune")))
+    assert own["source"] == "method default" and own["overridden"] == {} and schedule_note("finetune", own) is None
+
+
+def to_dict_(obj):
+    from benchmark.config import to_dict
+
+    return to_dict(obj)
