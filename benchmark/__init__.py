@@ -9,26 +9,36 @@ Versioning: :data:`API_VERSION` is ``"MAJOR.MINOR"``. A minor bump adds names or
 arguments; a major bump removes or changes one. A plugin written against ``1.x`` works
 with every ``1.y`` (y >= x).
 
-The API (version 1.2; 1.1 added :class:`DefenseStage`, :func:`to_uint8` and
+The API (version 1.3; 1.1 added :class:`DefenseStage`, :func:`to_uint8` and
 :func:`zero_shot_weights`; 1.2 :func:`embedded_caption_phrases`, and ``AttackConfig.target``
-no longer defaults to a class of the embedded data: it comes from the suite):
+no longer defaults to a class of the embedded data: it comes from the suite; 1.3 added
+``ClipModel.image_tower`` / ``text_tower`` / ``text_frozen``, the :class:`Objective` hooks
+``on_train_start`` and ``on_step_end``, and records ``LossOutput.parts``, ``paper`` and the
+schedule in every result):
 
 Methods
     :class:`Attack` (``name``, ``Config``, ``apply(images)``, optional ``poison``),
     :class:`AttackConfig` (``target``, ``poison_rate``), :class:`AttackContext`,
     :class:`PoisonedSet`; :class:`Defense` (``name``, ``stage``, ``Config``,
-    ``objective(ctx)`` or ``defend(model, ctx)``), :class:`DefenseConfig` (``train``: a
-    :class:`TrainConfig`), :class:`DefenseContext`, :class:`DefenseStage` (when a defense
+    ``objective(ctx)`` or ``defend(model, ctx)``; ``paper``: its citation, recorded in every
+    result), :class:`DefenseConfig` (``train``: a :class:`TrainConfig`; a suite's
+    ``defense_common.train`` replaces the method's own default, see the README's "Add your
+    own defense"), :class:`DefenseContext`, :class:`DefenseStage` (when a defense
     acts: ``NONE``, ``TRAINING``, ``POST_TRAINING``; ``Stage`` is its deprecated 1.0 name).
 Training
-    :class:`Objective` (a batch -> :class:`LossOutput`), :class:`StepContext`,
+    :class:`Objective` (a batch -> :class:`LossOutput` ``(loss, parts)``; the hooks
+    ``on_train_start(model, ctx)`` once before the optimiser is built, ``on_epoch_start(model,
+    epoch, ctx)``, ``on_step_end(model, out, ctx)`` after each optimiser step; the per-epoch
+    means of ``parts`` are recorded in the result as ``defense.training.parts``), :class:`StepContext`,
     :class:`ClipObjective`, the losses :func:`clip_loss`, :func:`info_nce` and
     :func:`caption_targets`, :class:`TrainConfig`, :class:`TrainStats`, :func:`train`
     (the one training loop), :class:`NonFiniteLossError`.
 Data and models
     :class:`TensorPairs` (images uint8 (N, C, H, W), captions, labels, class names),
     :class:`Batch`, :func:`to_uint8` (float [0, 1] images -> uint8, as stored and evaluated),
-    :class:`ClipModel` (``encode_image`` on [0, 1] images, ``encode_text``, ``logit_scale``),
+    :class:`ClipModel` (``encode_image`` on [0, 1] images, ``encode_text``, ``logit_scale``;
+    the encoders ``image_tower`` and ``text_tower`` as modules; ``text_frozen``: the text body
+    is frozen, cached and not saved, only ``text_tower.proj`` trains),
     :func:`zero_shot_weights` (a model's prompt-ensemble class embeddings), :class:`Reporter`,
     :func:`embedded_caption_phrases` (the embedded data's caption vocabulary).
 Configs

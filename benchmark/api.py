@@ -27,7 +27,7 @@ from .models import ClipModel
 from .progress import Reporter
 from .train import TrainConfig, TrainStats, train
 
-API_VERSION = "1.2"
+API_VERSION = "1.3"
 MANIFEST_VERSION = 1
 
 

@@ -9,6 +9,7 @@ Exit codes: 0 all cells ok; 1 the run started and some cells failed (listed; eac
 cell's result file holds the traceback; finished cells are kept); 2 bad input (nothing
 ran); 75 the results directory is in use (``--no-wait``); 130 / 143 interrupted by SIGINT /
 SIGTERM (finished files are kept, no file is half-written; rerun to resume).
+``leaderboard --strict`` exits 1 when a result file could not be read (the site is still built).
 """
 from __future__ import annotations
 
@@ -97,6 +98,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="where the cell JSON files are (default: clipbench run's, $CLIPBENCH_RESULTS or "
                          "~/.local/share/clipbench/results; the committed matrix: --results-dir results)")
     lb.add_argument("--out", default=None, type=Path, help="output folder (default <results-dir>/leaderboard)")
+    lb.add_argument("--strict", action="store_true",
+                    help="exit 1 when a result file is unreadable or of another schema (the site is still built; for CI)")
     pv = sub.add_parser("preview", help="save a PNG grid of clean vs triggered test images per attack")
     pv.add_argument("--attack", default="all", help="attack names, comma-separated, or 'all' (default)")
     pv.add_argument("--out", default=Path("results/previews/triggers.png"), type=Path,
@@ -174,6 +177,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
                            reporter=Reporter(enabled=not args.quiet, console=console))
     plan = session.plan(args.attack, args.defense, seeds, args.results_dir)
     _check_writable(args.results_dir)
+    if session.is_main:
+        _schedule_notes(plan)
     if args.dry_run:
         print_plan(session, plan, console)
         return 0
@@ -191,6 +196,21 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     if report.failed:
         console.print("[red]failed cells:[/]\n  " + "\n  ".join(report.failed))
     return 1 if report.failed else 0
+
+
+def _schedule_notes(plan) -> None:
+    """One line per defense whose own schedule default the suite overrides (the precedence is
+    documented in the README's "Add your own defense"; each result records it)."""
+    from .plan import schedule_note
+
+    seen: set[str] = set()
+    for cell in plan.cells:
+        if cell.defense in seen:
+            continue
+        seen.add(cell.defense)
+        note = schedule_note(cell.defense, cell.defense_schedule)
+        if note:
+            Console(stderr=True).print(f"clipbench: note: {note}", highlight=False, markup=False, soft_wrap=True)
 
 
 def _regenerate_leaderboard(results_dir: Path, console: Console) -> None:
@@ -235,6 +255,11 @@ def cmd_leaderboard(args: argparse.Namespace, console: Console) -> int:
         console.print(f"[yellow]warning:[/] {escape(note)}", highlight=False)
     console.print(f"leaderboard: {report.index} (+ defenses.csv, attacks.csv, cells.csv, leaderboard.md)",
                   highlight=False)
+    if args.strict and report.skipped:
+        Console(stderr=True).print(f"clipbench: error: --strict: {len(report.skipped)} result file(s) could not be read "
+                                   f"(listed above as skipped); fix or remove them", highlight=False, markup=False,
+                                   soft_wrap=True)
+        return 1
     return 0
 
 

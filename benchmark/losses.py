@@ -74,6 +74,14 @@ class StepContext:
 
 @dataclass
 class LossOutput:
+    """What an objective returns for one batch: the ``loss`` to minimise and its named ``parts``.
+
+    ``parts`` (name -> float, e.g. ``{"clip": 2.1, "l2_anchor": 0.003}``) are recorded: the
+    trainer keeps their per-epoch means (``TrainStats.parts``), and a cell's result file
+    holds them under ``defense.training.parts`` (shown on the leaderboard's cell page), so a
+    reader can see that a term was active and how large it was.
+    """
+
     loss: torch.Tensor
     parts: dict[str, float] = field(default_factory=dict)
 
@@ -83,7 +91,13 @@ class Objective:
 
     The trainer owns the loop, optimiser, schedule, precision and logging; an objective
     only turns a batch into a loss, so defenses replace or add terms without copying
-    the loop.
+    the loop. Hooks, called by :func:`benchmark.train.train` in this order (all optional,
+    default no-ops; :func:`benchmark.testing.check_defense` checks that they are called):
+
+    - :meth:`on_train_start` once, before the first step and before the optimiser is built
+      (capture starting weights; set ``requires_grad`` to freeze part of a tower);
+    - :meth:`on_epoch_start` before each epoch (1-indexed);
+    - :meth:`on_step_end` after each optimiser step (weights updated, logit scale clamped).
     """
 
     duplicate_positives: bool = True
@@ -91,8 +105,17 @@ class Objective:
     def targets(self, captions: Sequence[str], device: torch.device) -> torch.Tensor | None:
         return caption_targets(captions, device) if self.duplicate_positives else None
 
+    def on_train_start(self, model: "ClipModel", ctx: StepContext) -> None:
+        """Called once before the first step: ``model`` is on ``ctx.device`` in train mode,
+        ``ctx.total_steps`` is known, the optimiser is not built yet (parameters whose
+        ``requires_grad`` is turned off here are not optimised)."""
+
     def on_epoch_start(self, model: "ClipModel", epoch: int, ctx: StepContext) -> None:
         """Called before each (1-indexed) epoch."""
+
+    def on_step_end(self, model: "ClipModel", out: LossOutput, ctx: StepContext) -> None:
+        """Called after each optimiser step with that step's :class:`LossOutput`; ``ctx.step``
+        is the (0-indexed) step just taken."""
 
     def diagnostics(self) -> dict:
         """Measurements of the mechanism the objective relies on (JSON-able), recorded with

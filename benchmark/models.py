@@ -136,8 +136,41 @@ def token_cache(arch: str, context_length: int | None) -> TokenCache:
     return TokenCache(open_clip.get_tokenizer(arch, context_length=context_length))
 
 
+class _TextParts(nn.Module):
+    """The text encoder of an open_clip ``CLIP`` whose text layers sit on the model itself
+    (token embedding, positional embedding, transformer, final norm, projection), gathered
+    into one module. A view: it shares the parameters (not copies), so freezing,
+    regularising or re-initialising them acts on the model. Encode with
+    :meth:`ClipModel.encode_text`."""
+
+    def __init__(self, clip: nn.Module):
+        super().__init__()
+        for name in ("token_embedding", "transformer", "ln_final"):
+            module = getattr(clip, name, None)
+            if isinstance(module, nn.Module):
+                self.add_module(name, module)
+        for name in ("positional_embedding", "text_projection"):
+            param = getattr(clip, name, None)
+            if isinstance(param, nn.Parameter):
+                self.register_parameter(name, param)
+
+    def forward(self, *args, **kwargs):  # pragma: no cover - a view, not a model
+        raise TypeError("text_tower is a view of the text parameters; encode with model.encode_text(captions)")
+
+
 class ClipModel(nn.Module):
-    """An open_clip CLIP plus its input preparation and memoised tokenizer."""
+    """An open_clip CLIP plus its input preparation and memoised tokenizer.
+
+    Towers (public API 1.3): :attr:`image_tower` and :attr:`text_tower` are the two
+    encoders as ``nn.Module`` s, for defenses that regularise, prune, re-initialise or
+    freeze part of a tower; :attr:`logit_scale` is the learned temperature. What trains:
+    every parameter with ``requires_grad`` (the trainer builds its optimiser from them
+    after :meth:`~benchmark.losses.Objective.on_train_start`). With a frozen text body
+    (:attr:`text_frozen`, the embedded default's MiniLM), only the text tower's projection
+    (``text_tower.proj``) trains; the body is excluded from :meth:`state_dict` (it is
+    rebuilt from its package) and its pooled outputs come from a per-caption feature cache,
+    so changing the body's weights has no effect on :meth:`encode_text` and is not saved.
+    """
 
     #: State-dict prefix of a frozen text body: not saved with the model (it is rebuilt
     #: from its package), so a checkpoint holds only what trains.
@@ -155,7 +188,33 @@ class ClipModel(nn.Module):
 
     @property
     def logit_scale(self) -> nn.Parameter:
+        """The learned log temperature (``exp()`` gives the logit scale); clamped to ``ln(max_logit_scale)``."""
         return self.clip.logit_scale
+
+    @property
+    def image_tower(self) -> nn.Module:
+        """The image encoder (open_clip's ``visual``: a ModifiedResNet or ViT, its projection included).
+
+        It takes normalised input (:meth:`prepare`); :meth:`encode_image` is the [0, 1] entry.
+        All of it trains and is saved with the model."""
+        return self.clip.visual
+
+    @property
+    def text_tower(self) -> nn.Module:
+        """The text encoder: open_clip's ``text`` module (a Hugging Face body + ``proj``) when the
+        model has one, else a view gathering the text layers of a plain ``CLIP``
+        (``token_embedding``, ``positional_embedding``, ``transformer``, ``ln_final``,
+        ``text_projection``; the parameters are shared, not copied).
+
+        With :attr:`text_frozen`, ``text_tower.transformer`` (the body) is frozen, cached
+        and not saved: only ``text_tower.proj`` trains (see the class docstring)."""
+        text = getattr(self.clip, "text", None)
+        return text if isinstance(text, nn.Module) else _TextParts(self.clip)
+
+    @property
+    def text_frozen(self) -> bool:
+        """True when the text body is frozen: its features come from a cache and only the projection trains."""
+        return self.text_features is not None
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         """[0,1] images (B, C, H, W) -> normalised model input (B, 3, S, S)."""
@@ -293,7 +352,17 @@ def load_checkpoint_file(path: str) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(str(file), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - UnpicklingError, SafetensorError, EOFError, RuntimeError, ...
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        import re
+
+        text = str(exc)
+        found = re.search(r"GLOBAL ([\w.]+)", text) if "Weights only load failed" in text else None
+        if found:  # torch refused a pickled callable or class: say so, not torch's advice to unpickle it
+            raise ModelLoadError(f"checkpoint {str(file)!r} holds pickled code or objects other than tensors "
+                                 f"({found.group(1)}); refused without running it. Re-export the weights as "
+                                 "safetensors or a plain state dict of tensors") from None
+        detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
+        first = (detail.group(1).strip() if detail else
+                 text.strip().splitlines()[0] if text.strip() else type(exc).__name__)
         raise ModelLoadError(f"checkpoint {str(file)!r} cannot be loaded safely ({first}); it is truncated, corrupt or "
                              "holds pickled code. Re-export it as safetensors or a plain state dict") from None
     for key in ("state_dict", "model", "model_state_dict"):

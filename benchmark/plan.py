@@ -58,6 +58,9 @@ class Cell:
     variant: str = ""  # the results folder: the suite's name, or a variant name (see benchmark.results.variant_name)
     variant_settings: dict[str, Any] = field(default_factory=dict)  # where this cell differs from the suite's own
     identity: dict[str, Any] = field(default_factory=dict, repr=False)  # the suite's own identity of this cell
+    attack_paper: str = ""  # the classes' ``paper`` citations (recorded in the result, shown escaped)
+    defense_paper: str = ""
+    defense_schedule: dict[str, Any] | None = None  # schedule_record(): which schedule the defense trains under
 
 
 @dataclass
@@ -82,6 +85,50 @@ class Plan:
                 wanted.add(k)
                 stack.extend(self.nodes[k].deps)
         return [n for k, n in self.nodes.items() if k in wanted]
+
+
+def schedule_record(suite: SuiteConfig, name: str, defense_cls: type[Defense], defense: Defense) -> dict[str, Any] | None:
+    """Which training schedule ``defense`` runs under, and what of its own default it replaces.
+
+    Post-training defenses train under their resolved ``config.train``: the method's own
+    default unless the suite sets ``defense_common.train`` (then that whole schedule replaces
+    the default: fields it leaves out take :class:`~benchmark.train.TrainConfig`'s defaults,
+    not the method's, so every post-training defense trains under one schedule), with
+    ``defenses.<name>.train`` and ``--set`` on top. Training-stage defenses train under the
+    suite's ``poison_train`` (their ``train`` is unused). None for ``none``-stage defenses.
+
+    Returns ``{"source", "train" (the schedule used), "method_default" (the class's own),
+    "overridden" ({field: [method default, used]})}``.
+    """
+    if defense.stage is DefenseStage.NONE:
+        return None
+    try:
+        own = to_dict(getattr(defense_cls.Config(), "train", None))
+    except Exception:  # noqa: BLE001 - a Config without usable defaults: nothing to compare with
+        own = None
+    if defense.stage is DefenseStage.TRAINING:
+        used, source = to_dict(suite.poison_train), "poison_train"
+    else:
+        used = to_dict(getattr(defense.config, "train", None))
+        sources = [key for key, section in (("defense_common.train", suite.defense_common),
+                                            (f"defenses.{name}.train", (suite.defenses or {}).get(name) or {}))
+                   if isinstance(section, dict) and section.get("train")]
+        source = " + ".join(sources) if sources else "method default"
+    if not isinstance(used, dict):
+        return None
+    overridden = {k: [own.get(k), v] for k, v in used.items() if isinstance(own, dict) and own.get(k) != v}
+    return {"source": source, "train": used, "method_default": own, "overridden": overridden}
+
+
+def schedule_note(defense: str, record: dict[str, Any] | None) -> str | None:
+    """One line saying that a method's own schedule default is overridden (None when it is not)."""
+    if not record or not record["overridden"]:
+        return None
+    changes = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in record["overridden"].items())
+    if record["source"] == "poison_train":
+        return f"defense {defense} trains under the suite's poison_train, not its own train default ({changes})"
+    return (f"defense {defense}: the suite's {record['source']} overrides its own TrainConfig default ({changes}); "
+            "recorded as defense.schedule in each result")
 
 
 def make_plan(suite: SuiteConfig, data: DataBundle, attacks: list[str], defenses: list[str], seeds: list[int],
@@ -156,5 +203,8 @@ def make_plan(suite: SuiteConfig, data: DataBundle, attacks: list[str], defenses
                     attack_source=attack_registry.entry(attack_name).source,
                     defense_source=defense_registry.entry(defense_name).source,
                     attack_family=getattr(attack, "family", "other"), variant=folder, variant_settings=settings,
-                    identity=own_identity))
+                    identity=own_identity,
+                    attack_paper=str(getattr(attack, "paper", "") or ""),
+                    defense_paper=str(getattr(defense, "paper", "") or ""),
+                    defense_schedule=schedule_record(suite, defense_name, defense_registry.get(defense_name), defense)))
     return plan

@@ -9,7 +9,12 @@ display. Schema (version 1)::
 
     schema_version, status ("ok" | "failed"), suite, seed,
     model {arch, pretrained},
-    attack {name, source, config, family}, defense {name, source, stage, config},
+    attack {name, source, config, family, paper},
+    defense {name, source, stage, config, paper,
+             schedule (null for none-stage defenses, or {source, train, method_default,
+                       overridden {field: [method default, used]}}),
+             training (absent for none-stage defenses: {stage, steps, loss_per_epoch,
+                       parts {name: [per-epoch mean of LossOutput.parts[name]]}})},
     metrics {clean_accuracy, asr, ra, asr_at_k{k: frac}, intervals{name: [lo, hi]}, counts},
     baseline  (the undefended model on the same poisoned set: same metric keys),
     clean_model {clean_accuracy, asr, ...}  (the clean pre-trained model, trigger applied),

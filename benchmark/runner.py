@@ -153,6 +153,23 @@ def diagnostics(cell: Cell, plan: Plan, executor: StageExecutor, m: dict, b: dic
     return out
 
 
+def defense_training(cell: Cell, executor: StageExecutor) -> dict[str, Any] | None:
+    """What the defense's own training recorded: steps, the mean loss per epoch and the per-epoch
+    means of every ``LossOutput.parts`` entry (None for ``none``-stage defenses)."""
+    if cell.defense_stage == "post_training":
+        key, stage = cell.stage_keys.get("defense"), "defense"
+    elif cell.defense_stage == "training":
+        key, stage = cell.stage_keys.get("poison_train"), "poison_train"
+    else:
+        return None
+    meta = executor.cache.meta("model", key) if key else None
+    train = (meta or {}).get("train")
+    if not train:
+        return None
+    return {"stage": stage, "steps": train.get("steps"), "loss_per_epoch": train.get("loss_history"),
+            "parts": train.get("parts") or {}}
+
+
 def assemble(cell: Cell, plan: Plan, executor: StageExecutor, error: BaseException | None = None,
              tb: str | None = None) -> dict[str, Any]:
     suite = plan.suite
@@ -162,8 +179,9 @@ def assemble(cell: Cell, plan: Plan, executor: StageExecutor, error: BaseExcepti
         "variant": {"name": cell.variant or suite.name, "settings": cell.variant_settings},
         "seed": cell.seed, "model": {"arch": suite.model.arch, "pretrained": suite.model.pretrained},
         "attack": {"name": cell.attack, "source": cell.attack_source, "config": cell.attack_config,
-                   "family": cell.attack_family},
-        "defense": {"name": cell.defense, "source": cell.defense_source, "stage": cell.defense_stage, "config": cell.defense_config},
+                   "family": cell.attack_family, "paper": cell.attack_paper},
+        "defense": {"name": cell.defense, "source": cell.defense_source, "stage": cell.defense_stage, "config": cell.defense_config,
+                    "paper": cell.defense_paper, "schedule": cell.defense_schedule},
         "config": config, "provenance": provenance(config_hash(config), cell.cell_key), "error": None,
     }
     if error is not None:
@@ -176,6 +194,9 @@ def assemble(cell: Cell, plan: Plan, executor: StageExecutor, error: BaseExcepti
     result["der"] = der(b["asr"], m["asr"], b["clean_accuracy"], m["clean_accuracy"])
     result["implanted"] = bool(b["asr"] >= IMPLANTED_ASR)
     result["diagnostics"] = diagnostics(cell, plan, executor, m, b, c)
+    training = defense_training(cell, executor)
+    if training is not None:
+        result["defense"]["training"] = training
     poison_meta = executor.cache.meta("poison", cell.stage_keys["poison"])
     result["poison"] = {"num_poisoned": poison_meta["num_poisoned"],
                         "manifest": executor.cache.ref("poison", cell.stage_keys["poison"], "manifest.json")}

@@ -138,7 +138,7 @@ class StageExecutor:
         extra = {"model": model_spec}
         if stats is not None:
             extra["train"] = {"steps": stats.steps, "seconds": stats.seconds, "samples_per_s": stats.samples_per_s,
-                              "loss_history": stats.loss_history, "diagnostics": stats.diagnostics}
+                              "loss_history": stats.loss_history, "parts": stats.parts, "diagnostics": stats.diagnostics}
         return {MODEL_FILE: model.state_dict()}, extra
 
     def _run_pretrain(self, node: Node):

@@ -65,6 +65,8 @@ class TrainStats:
     seconds: float = 0.0
     samples_per_s: float = 0.0
     loss_history: list[float] = field(default_factory=list)  # mean loss per epoch
+    #: per-epoch mean of every LossOutput.parts entry (None for an epoch where a part was absent or non-finite)
+    parts: dict[str, list[float | None]] = field(default_factory=dict)
     step_losses: list[float] = field(default_factory=list)  # loss of every step (not stored in the cache)
     diagnostics: dict = field(default_factory=dict)  # the objective's mechanism measurements (Objective.diagnostics)
 
@@ -165,11 +167,12 @@ def train(model: ClipModel, dataset: Dataset, objective: Objective, cfg: TrainCo
     loader = make_loader(on_device(dataset, device), cfg, seed, device)
     steps_per_epoch = len(loader)
     total = steps_per_epoch * cfg.epochs
+    ctx = StepContext(epoch=1, step=0, total_steps=total, generator=torch.Generator().manual_seed(seed + 1), device=device)
+    objective.on_train_start(model, ctx)  # before the optimiser: it may freeze parameters
     optimizer = make_optimizer(model, cfg, device)
     params = [p for p in model.parameters() if p.requires_grad]
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(cfg.warmup_steps, total))
     max_log_scale = math.log(cfg.max_logit_scale)
-    ctx = StepContext(epoch=1, step=0, total_steps=total, generator=torch.Generator().manual_seed(seed + 1), device=device)
     stats = TrainStats()
     reporter = reporter or Reporter(enabled=False)
     start = time.perf_counter()
@@ -179,6 +182,7 @@ def train(model: ClipModel, dataset: Dataset, objective: Objective, cfg: TrainCo
             ctx.epoch = epoch
             objective.on_epoch_start(model, epoch, ctx)
             running, count = 0.0, 0
+            part_sums: dict[str, list[float]] = {}  # name -> [sum, count] of this epoch
             for batch in loader:
                 batch = batch.to(device, non_blocking=True)
                 with autocast_for(device, cfg.precision):
@@ -197,14 +201,29 @@ def train(model: ClipModel, dataset: Dataset, objective: Objective, cfg: TrainCo
                 scheduler.step()
                 with torch.no_grad():
                     model.logit_scale.clamp_(0, max_log_scale)
+                objective.on_step_end(model, out, ctx)
                 value = float(loss.detach())
                 stats.step_losses.append(value)
                 running += value
                 count += 1
+                for name, part in (out.parts or {}).items():
+                    try:
+                        part = float(part)
+                    except (TypeError, ValueError):
+                        raise TypeError(f"LossOutput.parts[{name!r}] = {part!r} in stage {stage!r} is not a number; "
+                                        "report floats, e.g. float(term.detach())") from None
+                    if math.isfinite(part):
+                        acc = part_sums.setdefault(str(name), [0.0, 0])
+                        acc[0] += part
+                        acc[1] += 1
                 samples += len(batch) * (ddp.world_size() if distributed else 1)
                 ctx.step += 1
                 advance(1, loss=running / count)
             stats.loss_history.append(running / max(1, count))
+            for name in sorted(set(stats.parts) | set(part_sums)):
+                history = stats.parts.setdefault(name, [None] * (epoch - 1))
+                acc = part_sums.get(name)
+                history.append(acc[0] / acc[1] if acc and acc[1] else None)
     stats.steps = ctx.step
     stats.diagnostics = objective.diagnostics()
     stats.seconds = time.perf_counter() - start

@@ -126,7 +126,35 @@ def _seed_row(run: CellResult) -> dict[str, Any]:
                              if isinstance(v, (int, float))) or "–",
         "error": (f"{error.get('type', 'Error')}: {error.get('message', '')}" if error else ""),
         "path": run.path, "config_hash": prov.get("config_hash") or "–", "git": prov.get("git") or "–",
+        "parts": _parts(run),
     }
+
+
+def _num(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "–"
+
+
+def _parts(run: CellResult) -> list[dict[str, str]]:
+    """The defense's loss parts (``defense.training.parts``): per part, its per-epoch means."""
+    training = (run.data.get("defense") or {}).get("training") or {}
+    parts = training.get("parts") if isinstance(training, dict) else None
+    if not isinstance(parts, dict):
+        return []
+    return [{"name": str(k), "epochs": ", ".join(_num(v) for v in (vs if isinstance(vs, list) else [vs]))}
+            for k, vs in sorted(parts.items(), key=lambda kv: str(kv[0]))]
+
+
+def _schedule(defense: dict[str, Any]) -> str:
+    """``defense.schedule`` as one line: where the schedule came from and what it overrode."""
+    record = defense.get("schedule")
+    if not isinstance(record, dict):
+        return ""
+    changed = record.get("overridden") if isinstance(record.get("overridden"), dict) else {}
+    text = f"{record.get('source', '?')}"
+    if changed:
+        text += " (overrides the method's own default: " + ", ".join(
+            f"{k} {v[0]} → {v[1]}" if isinstance(v, list) and len(v) == 2 else f"{k}" for k, v in changed.items()) + ")"
+    return text
 
 
 def _details(board: SuiteBoard) -> list[dict[str, Any]]:
@@ -147,6 +175,9 @@ def _details(board: SuiteBoard) -> list[dict[str, Any]]:
                 "attack_config": json.dumps((first.get("attack") or {}).get("config"), indent=1, sort_keys=True),
                 "defense_config": json.dumps((first.get("defense") or {}).get("config"), indent=1, sort_keys=True),
                 "model": json.dumps(first.get("model"), sort_keys=True),
+                "attack_paper": str((first.get("attack") or {}).get("paper") or ""),
+                "defense_paper": str((first.get("defense") or {}).get("paper") or ""),
+                "schedule": _schedule(first.get("defense") or {}),
                 "runs": [_seed_row(r) for r in cell.runs],
             })
     return out

@@ -345,3 +345,47 @@ def test_a_single_cell_page_has_no_empty_artefacts(tmp_path):
     assert not list((tmp_path / "site" / "img").glob("*scatter*")) and "dashed line joins the Pareto front" not in html
     assert "0/0" not in html  # the attack row's "defenses" column: – when only none ran
     assert "centred on the clean model" in html
+
+
+def test_cell_page_shows_paper_schedule_and_loss_parts_escaped(tmp_path):
+    """Issue 21: ``defense.paper`` (untrusted plugin text), ``defense.schedule`` and the per-epoch
+    means of ``defense.training.parts`` appear on the cell's page, the script only as text."""
+    results = tmp_path / "results"
+    for seed in (0, 1):
+        r = cell("badnet", PLUGIN, seed)
+        r["defense"]["paper"] = f"{EVIL} Doe et al. 2025"
+        r["attack"]["paper"] = "Gu et al. 2017 <i>BadNets</i>"
+        r["defense"]["schedule"] = {"source": "defense_common.train", "train": {"epochs": 5}, "method_default": {"epochs": 2},
+                                    "overridden": {"epochs": [2, 5], "lr": [0.0001, 0.001]}}
+        r["defense"]["training"] = {"stage": "defense", "steps": 10, "loss_per_epoch": [2.5, 2.0],
+                                    "parts": {"clip": [2.5, 1.99], "l2_anchor": [0.00125, 0.0042 + seed]}}
+        path = results / "embedded" / "badnet" / PLUGIN / f"seed-{seed}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(r))
+    html = build_site(results, tmp_path / "site", figures=False).index.read_text()
+    assert EVIL not in html and "<i>BadNets</i>" not in html and html.count("<script>") == 1
+    assert "defense paper: &lt;script&gt;alert(1)&lt;/script&gt; Doe et al. 2025" in html
+    assert "attack paper: Gu et al. 2017 &lt;i&gt;BadNets&lt;/i&gt;" in html
+    assert "defense_common.train (overrides the method&#39;s own default: epochs 2 → 5, lr 0.0001 → 0.001)" in html
+    assert "<code>l2_anchor</code> 0.00125, 0.0042" in html and "<code>l2_anchor</code> 0.00125, 1.004" in html
+    assert "<code>clip</code> 2.5, 1.99" in html
+
+
+def test_cli_leaderboard_strict_fails_on_an_unreadable_result(results, tmp_path, capsys):
+    import shutil
+
+    from benchmark.cli import main
+
+    copy = tmp_path / "results"
+    shutil.copytree(results / "embedded" / "badnet", copy / "embedded" / "badnet")
+    assert main(["leaderboard", "--results-dir", str(copy), "--out", str(tmp_path / "a"), "--strict"]) == 0
+    capsys.readouterr()
+    (copy / "embedded" / "badnet" / "none" / "seed-7.json").write_text('{"schema_version": 1, "suite": ')  # truncated
+    assert main(["leaderboard", "--results-dir", str(copy), "--out", str(tmp_path / "b")]) == 0  # default: reported only
+    assert "skipped" in capsys.readouterr().out
+    assert main(["leaderboard", "--results-dir", str(copy), "--out", str(tmp_path / "c"), "--strict"]) == 1
+    captured = capsys.readouterr()
+    assert "seed-7.json: unreadable" in captured.out
+    assert captured.err.strip() == ("clipbench: error: --strict: 1 result file(s) could not be read (listed above as "
+                                    "skipped); fix or remove them")
+    assert (tmp_path / "c" / "index.html").is_file()  # the site is still written

@@ -356,3 +356,238 @@ def test_example_plugin_passes_the_contract_checks(monkeypatch):
     module = importlib.import_module("clipbench_example_plugin")
     model = check_defense(module.ExampleFinetune)
     assert model is not None
+
+
+# ------------------------------------------------- issue 21: towers, hooks, record
+def test_towers_are_public_and_say_what_trains():
+    import torch
+
+    from benchmark.models import ModelConfig, create_model
+
+    micro = create_model(ModelConfig(arch="clipbench-micro-rn"), seed=0)
+    assert micro.image_tower is micro.clip.visual and not micro.text_frozen
+    ids = lambda ps: {id(p) for p in ps}  # noqa: E731
+    image, text, every = ids(micro.image_tower.parameters()), ids(micro.text_tower.parameters()), ids(micro.parameters())
+    assert image and text and not image & text and image | text | {id(micro.logit_scale)} == every
+    assert all(p.requires_grad for p in micro.text_tower.parameters())
+    for p in micro.text_tower.parameters():  # a view: freezing through it freezes the model's own parameters
+        p.requires_grad_(False)
+    assert not micro.clip.text_projection.requires_grad and not micro.clip.token_embedding.weight.requires_grad
+    with torch.no_grad():  # and writes reach the model
+        micro.text_tower.text_projection.zero_()
+    assert float(micro.clip.text_projection.abs().sum()) == 0
+
+    minilm = create_model(ModelConfig(arch="clipbench-minilm-rn", pretrained="embedded-v3"))
+    assert minilm.text_frozen and minilm.text_tower is minilm.clip.text
+    trainable = {n for n, p in minilm.text_tower.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith("proj.") for n in trainable)  # only the projection trains
+    saved = [k for k in minilm.state_dict() if k.startswith("clip.text.")]
+    assert saved and all(k.startswith("clip.text.proj.") for k in saved)  # the frozen body is not saved
+
+
+class _Recorder:
+    """An objective that records its hook calls and freezes the text tower when it starts."""
+
+    def __new__(cls, *args):
+        from benchmark import ClipObjective, LossOutput
+
+        class Recorder(ClipObjective):
+            def __init__(self):
+                super().__init__()
+                self.calls, self.parts = [], []
+
+            def on_train_start(self, model, ctx):
+                self.calls.append(("start", ctx.step, ctx.total_steps))
+                for p in model.text_tower.parameters():
+                    p.requires_grad_(False)
+
+            def on_epoch_start(self, model, epoch, ctx):
+                self.calls.append(("epoch", epoch, ctx.step))
+
+            def __call__(self, model, batch, ctx):
+                out = super().__call__(model, batch, ctx)
+                extra = 0.5 + ctx.step  # a custom part with known values
+                self.parts.append((ctx.epoch, extra))
+                return LossOutput(out.loss, {**out.parts, "extra": extra})
+
+            def on_step_end(self, model, out, ctx):
+                self.calls.append(("step", ctx.epoch, ctx.step, out.parts["extra"]))
+
+        return Recorder()
+
+
+def test_the_trainer_calls_every_hook_in_order_and_records_per_epoch_part_means():
+    from benchmark import TrainConfig, train
+    from benchmark.models import ModelConfig, create_model
+    from benchmark.testing import caption_pairs
+
+    model = create_model(ModelConfig(arch="clipbench-micro-rn"), seed=0)
+    text_before = [p.detach().clone() for p in model.text_tower.parameters()]
+    objective = _Recorder()
+    stats = train(model, caption_pairs(per_class=6), objective, TrainConfig(epochs=2, batch_size=20, lr=1e-3, warmup_steps=1),
+                  seed=0)
+    steps = stats.steps
+    assert steps == 6  # 60 pairs, batch 20, 2 epochs
+    assert objective.calls[0] == ("start", 0, steps)
+    assert [c for c in objective.calls if c[0] == "epoch"] == [("epoch", 1, 0), ("epoch", 2, 3)]
+    assert [c[2] for c in objective.calls if c[0] == "step"] == list(range(steps))
+    assert objective.calls[1] == ("epoch", 1, 0) and objective.calls[-1][0] == "step"
+    # parts: one mean per epoch, of exactly the values reported
+    assert stats.parts["extra"] == [sum(v for e, v in objective.parts if e == k) / 3 for k in (1, 2)] == [1.5, 4.5]
+    assert stats.parts["clip"] == stats.loss_history  # the loss is the clip part here
+    # on_train_start ran before the optimiser was built: the frozen text tower did not move
+    assert all(torch_equal(a, b) for a, b in zip(text_before, model.text_tower.parameters()))
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return torch.equal(a, b.detach())
+
+
+def test_check_hooks_rejects_bad_call_sequences():
+    from benchmark.testing import check_hooks
+
+    good = [("on_train_start", 1, 0), ("on_epoch_start", 1, 0), ("on_step_end", 1, 0, {"clip": 1.0}),
+            ("on_epoch_start", 2, 1), ("on_step_end", 2, 1, {"clip": 0.5})]
+    check_hooks("X", good, epochs=2)
+    for bad, needle in [(good[1:], "on_train_start was not called first"),
+                        ([good[0], *good[2:]], "on_step_end before any on_epoch_start"),
+                        ([*good[:3], *good[4:]], "on_step_end at step 1 \\(epoch 1\\), expected step 1 \\(epoch 1\\)|"
+                                                 "expected"),
+                        ([*good[:2], ("on_step_end", 1, 0, {"clip": float("nan")})], "not a finite float"),
+                        ([*good[:2], ("on_step_end", 1, 0, {"clip": "1.0"})], "not a finite float"),
+                        (good[:3], "ran for 1 epoch\\(s\\) of 2")]:
+        with pytest.raises(AssertionError, match=needle):
+            check_hooks("X", bad, epochs=2)
+
+
+HOOKLESS = """
+    import torch
+    from benchmark import Defense, Stage, StepContext, TrainStats
+
+    class Hookless(Defense):
+        '''Runs its own loop on the objective: its hooks are never called.'''
+        name = "hookless"
+        stage = Stage.POST_TRAINING
+        paper = "a test plugin"
+
+        def defend(self, model, ctx):
+            objective = self.objective(ctx)
+            opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+            batch = ctx.clean_data.__getitems__(list(range(16)))
+            out = objective(model, batch, StepContext(epoch=1, step=0, total_steps=1, generator=torch.Generator()))
+            opt.zero_grad(); out.loss.backward(); opt.step()
+            return TrainStats(steps=1, loss_history=[float(out.loss.detach())])
+"""
+
+
+def test_check_defense_exercises_the_hooks(tmp_path, monkeypatch):
+    """check_defense fails a defense that bypasses the trainer's hooks, passes the README's second example."""
+    from benchmark import check_defense
+
+    (tmp_path / "hookless_mod.py").write_text(textwrap.dedent(HOOKLESS))
+    (tmp_path / "anchor_finetune.py").write_text(readme_second_example())
+    monkeypatch.syspath_prepend(str(tmp_path))
+    hookless = importlib.import_module("hookless_mod").Hookless
+    with pytest.raises(AssertionError, match="on_train_start was not called first"):
+        check_defense(hookless)
+    anchor = importlib.import_module("anchor_finetune")
+    model = check_defense(anchor.AnchorFinetune)
+    assert model is not None
+
+
+def readme_second_example(readme: Path = ROOT / "README.md") -> str:
+    """The README's second plugin example (the block whose first line is ``# anchor_finetune.py``)."""
+    text = readme.read_text()
+    start = text.index("## Add your own defense")
+    section = text[start:text.find("\n## ", start + 3)]
+    for block in re.findall(r"```python\n(.*?)```", section, flags=re.S):
+        first, _, body = block.partition("\n")
+        if first.strip() == "# anchor_finetune.py":
+            return body
+    raise AssertionError("the README's 'Add your own defense' has no '# anchor_finetune.py' example")
+
+
+def test_readme_covers_towers_schedule_hooks_and_parts():
+    text = ROOT.joinpath("README.md").read_text()
+    section = text[text.index("## Add your own defense"):]
+    section = section[:section.find("\n## ", 3)]
+    for needle in ("model.image_tower", "model.text_tower", "text_frozen", "defense_common.train", "method_default",
+                   "on_train_start", "on_epoch_start", "on_step_end", "defense.training.parts", "defense.paper"):
+        assert needle in section, needle
+    code = readme_second_example()
+    assert "image_tower" in code and "on_train_start" in code and "on_step_end" in code and '"l2_anchor"' in code
+    mods = _imports_from_source(code)
+    assert all(m == "benchmark" or not m.startswith(("benchmark", "attacks", "defenses")) for m in mods), mods
+
+
+@pytest.mark.slow
+def test_a_plugin_paper_schedule_and_loss_part_reach_the_result_and_the_page(tmp_path, shared_cache, capsys):
+    """Issue 21's acceptance: the README's second example with ``<script>`` in its paper, run
+    with --plugin: the part's per-epoch values are in the result JSON and on the cell page,
+    the schedule override is printed and recorded, the script appears only escaped."""
+    evil = '<script>alert("paper")</script> Li et al.'
+    code = readme_second_example()
+    code = re.sub(r'paper = ".*"', f"paper = {evil!r}", code)
+    plugin = tmp_path / "anchor_finetune.py"
+    plugin.write_text(code)
+    results = tmp_path / "results"
+    rc = main(["run", "--attack", "badnet", "--defense", "anchor_finetune", "--plugin", str(plugin),
+               "--results-dir", str(results), "--cache-dir", str(shared_cache), "--quiet",
+               *_sets(["defense_common.train.epochs=2", "defenses.anchor_finetune.anchor=0.5"])])
+    captured = capsys.readouterr()
+    assert rc == 0, captured
+    assert ("clipbench: note: defense anchor_finetune: the suite's defense_common.train overrides its own TrainConfig "
+            "default (epochs 10 -> 2,") in " ".join(captured.err.split())
+    r = json.loads((results / "embedded/badnet/anchor_finetune/seed-0.json").read_text())
+    d = r["defense"]
+    assert d["paper"] == evil and r["attack"]["paper"].startswith("Gu")
+    assert d["schedule"]["source"] == "defense_common.train" and d["schedule"]["train"]["epochs"] == 2
+    assert d["schedule"]["overridden"]["epochs"] == [10, 2] and d["schedule"]["method_default"]["epochs"] == 10
+    training = d["training"]
+    assert training["stage"] == "defense" and training["steps"] > 0 and len(training["loss_per_epoch"]) == 2
+    anchor = training["parts"]["l2_anchor"]
+    assert len(anchor) == 2 and all(v > 0 for v in anchor) and len(training["parts"]["clip"]) == 2  # the term was active
+    assert anchor[1] > anchor[0]  # the image tower drifts away from its start as fine-tuning goes on
+
+    leaderboard = pytest.importorskip("leaderboard.build")
+    html = leaderboard.build_site(results, tmp_path / "site", figures=False).index.read_text()
+    assert evil not in html and html.count("<script>") == 1  # only the page's own script
+    assert "&lt;script&gt;alert(&#34;paper&#34;)&lt;/script&gt; Li et al." in html
+    shown = ", ".join(f"{v:.4g}" for v in anchor)
+    assert f"<code>l2_anchor</code> {shown}" in html
+
+
+def test_schedule_record_names_the_source_and_every_overridden_field():
+    from benchmark.config import parse_set
+    from benchmark.plan import schedule_note, schedule_record
+    from benchmark.suite import load_suite
+
+    suite = load_suite("embedded", parse_set(["defenses.finetune.train.epochs=3"]))
+    defenses = defense_registry()
+
+    def record(name: str):
+        cls = defenses.get(name)
+        return schedule_record(suite, name, cls, defenses.build(name, suite.defense_overrides(name)))
+
+    ft = record("finetune")
+    assert ft["source"] == "defense_common.train + defenses.finetune.train" and ft["train"]["epochs"] == 3
+    assert ft["overridden"]["epochs"] == [10, 3] and ft["overridden"]["lr"] == [1e-5, 1e-3]
+    assert "beta2" not in ft["overridden"]  # equal to the method's own 0.999: not an override
+    assert "overrides its own TrainConfig default (epochs 10 -> 3, lr 1e-05 -> 0.001" in schedule_note("finetune", ft)
+    ro = record("roclip")
+    assert ro["source"] == "poison_train" and ro["train"] == to_dict_(suite.poison_train)
+    assert schedule_note("roclip", ro).startswith("defense roclip trains under the suite's poison_train")
+    assert record("none") is None and schedule_note("none", None) is None
+    import dataclasses
+
+    bare = dataclasses.replace(suite, defense_common={}, defenses={})  # no shared schedule: the method's own default holds
+    own = schedule_record(bare, "finetune", defenses.get("finetune"), defenses.build("finetune", bare.defense_overrides("finetune")))
+    assert own["source"] == "method default" and own["overridden"] == {} and schedule_note("finetune", own) is None
+
+
+def to_dict_(obj):
+    from benchmark.config import to_dict
+
+    return to_dict(obj)

@@ -168,6 +168,32 @@ def test_checkpoint_paths_and_formats(tmp_path, capsys):
     assert "error" not in capsys.readouterr().err
 
 
+class _Payload:
+    """A pickle that runs code when loaded."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("arch", ["clipbench-micro-rn", None])  # None: the embedded default's model
+def test_a_checkpoint_holding_pickled_code_is_refused_up_front(tmp_path, capsys, arch):
+    """Issue 21: one line naming the pickled global, exit 2, nothing written, nothing executed,
+    and not torch's advice to re-run with weights_only=False."""
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+    torch.save({"visual.conv1.weight": _Payload(marker)}, evil)
+    sets = ([f"model.arch={arch}"] if arch else []) + [f"model.pretrained={evil}"]
+    line = _one(["--attack", "badnet", *_sets(sets)], tmp_path, capsys)
+    assert line == (f"checkpoint '{evil}' holds pickled code or objects other than tensors (posix.system); refused "
+                    "without running it. Re-export the weights as safetensors or a plain state dict of tensors"), line
+    assert "weights_only" not in line and not marker.exists()
+
+
 # ------------------------------------------------------------- data sources
 @pytest.fixture(scope="module")
 def good(tmp_path_factory):
@@ -247,7 +273,7 @@ def test_several_bad_sources_are_listed_together_and_a_dry_run_only_notes_them(g
     # --dry-run plans without the data: the same sources are notes, and the plan is printed (exit 0)
     rc = main(["run", *argv, "--dry-run", "--results-dir", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c")])
     captured = capsys.readouterr()
-    notes = captured.err.strip().splitlines()
+    notes = [n for n in captured.err.strip().splitlines() if "TrainConfig default" not in n]  # not the schedule note
     assert rc == 0 and len(notes) == 2 and all(n.startswith("clipbench: note: without --dry-run this is an error: data.")
                                                for n in notes), notes
     assert "stage(s) to run" in captured.out

@@ -37,13 +37,14 @@ class ExampleFinetune(Defense):
     config: ExampleFinetuneConfig
 
     def defend(self, model: ClipModel, ctx: DefenseContext) -> TrainStats:
+        text = list(model.text_tower.parameters())  # the public tower (API 1.3)
+        before = [p.requires_grad for p in text]
         if self.config.freeze_text:
-            for name, p in model.clip.named_parameters():
-                if not name.startswith("visual.") and name != "logit_scale":
-                    p.requires_grad_(False)
+            for p in text:
+                p.requires_grad_(False)
         try:
             return train(model, ctx.clean_data, ClipObjective(), self.config.train, seed=self.seed,
                          device=ctx.device, stage=ctx.stage_name, reporter=ctx.reporter)
-        finally:
-            for p in model.parameters():
-                p.requires_grad_(True)
+        finally:  # restore the flags (a frozen text body stays frozen)
+            for p, flag in zip(text, before):
+                p.requires_grad_(flag)
