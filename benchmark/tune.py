@@ -25,7 +25,7 @@ over suite settings::
 takes the first candidate (cheapest first) whose every attack reaches ``--min-asr`` val
 ASR within ``--max-ca-drop`` points of the clean model. ``--out`` writes the whole sweep
 (every candidate's per-attack val CA and ASR) as JSON; under
-``results/<suite>/sweeps/`` the leaderboard plots it.
+``results/sweeps/<suite>/`` the leaderboard plots it.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The published configuration sweeps: how each defense's (and the attacker's) setting was chosen.
 
-``python -m benchmark.tune ... --out results/<suite>/sweeps/<name>.json`` writes one file
+``python -m benchmark.tune ... --out results/sweeps/<suite>/<name>.json`` writes one file
 per sweep (``kind: clipbench-sweep``): every candidate setting with its per-attack VAL
 clean accuracy and ASR, the rule and the chosen candidate. The leaderboard reads those
 files only (never the engine), plots the defenses' ASR and CA drop against the swept
@@ -85,9 +85,9 @@ def _label(candidate: Any) -> str:
 
 
 def read_sweeps(results_dir: Path) -> tuple[list[Sweep], list[str]]:
-    """Every sweep file under ``<results_dir>/<suite>/sweeps/``; unreadable ones as "path: reason"."""
+    """Every sweep file under ``<results_dir>/sweeps/<suite>/``; unreadable ones as "path: reason"."""
     sweeps, skipped = [], []
-    for path in sorted(Path(results_dir).glob("*/sweeps/*.json")):
+    for path in sorted(Path(results_dir).glob("sweeps/*/*.json")):
         rel = path.relative_to(results_dir).as_posix()
         try:
             data = json.loads(path.read_text())
@@ -97,7 +97,7 @@ def read_sweeps(results_dir: Path) -> tuple[list[Sweep], list[str]]:
         if not isinstance(data, dict) or data.get("kind") != SWEEP_KIND or not isinstance(data.get("candidates"), list):
             skipped.append(f"{rel}: not a {SWEEP_KIND} file")
             continue
-        sweeps.append(Sweep(rel, path.parts[-3], data))
+        sweeps.append(Sweep(rel, path.parts[-2], data))
     return sweeps, skipped
 
 

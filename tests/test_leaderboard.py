@@ -284,7 +284,7 @@ def _sweep(defense: str, lrs: list[float], asrs: list[float], drops: list[float]
 
 def test_published_sweeps_are_plotted_and_listed(tmp_path):
     root = write_tree(tmp_path / "results")
-    sweeps = root / "embedded" / "sweeps"
+    sweeps = root / "sweeps" / "embedded"
     sweeps.mkdir(parents=True)
     (sweeps / "cleanclip.json").write_text(json.dumps(_sweep("cleanclip", [1e-4, 1e-3, 4e-3], [0.9, 0.05, 0.02], [0.0, 0.01, 0.05], 1)))
     (sweeps / "finetune.json").write_text(json.dumps(_sweep("finetune", [1e-4, 1e-3, 4e-3], [0.95, 0.3, 0.04], [0.0, 0.005, 0.06], 1)))

@@ -9,6 +9,10 @@ from benchmark.registry import attack_registry, defense_registry
 from benchmark.suite import SuiteConfig
 
 
+#: the target class comes from the suite (the API has no dataset-specific default)
+TARGET = {"target": "sneaker"}
+
+
 def _alternative(field_type, value, name, tmp_path):
     if name == "target":
         return "bag"
@@ -41,28 +45,28 @@ def test_every_trigger_parameter_changes_the_cache_key(tmp_path):
     reg = attack_registry()
     for name in reg.names():
         cls = reg.get(name)
-        base = SuiteConfig()
+        base = SuiteConfig(attack_common=TARGET)
         base_poison, base_eval = _keys(base, tmp_path, name)
         hints = typing.get_type_hints(cls.Config)
         defaults = to_dict(cls.Config())
         for field in dataclasses.fields(cls.Config):
             alt = _alternative(hints[field.name], defaults[field.name], field.name, tmp_path)
-            suite = SuiteConfig(attacks={name: {field.name: alt}})
+            suite = SuiteConfig(attack_common=TARGET, attacks={name: {field.name: alt}})
             poison, ev = _keys(suite, tmp_path, name)
             assert poison != base_poison, f"{name}.{field.name} does not change the poison key"
             assert ev != base_eval, f"{name}.{field.name} does not change the evaluation key"
 
 
 def test_seed_changes_keys_and_same_config_gives_same_keys(tmp_path):
-    a = _keys(SuiteConfig(), tmp_path)
-    assert a == _keys(SuiteConfig(), tmp_path)
-    plan = make_plan(SuiteConfig(), open_data(SuiteConfig().data), ["badnet"], ["none"], [0, 1],
+    a = _keys(SuiteConfig(attack_common=TARGET), tmp_path)
+    assert a == _keys(SuiteConfig(attack_common=TARGET), tmp_path)
+    plan = make_plan(SuiteConfig(attack_common=TARGET), open_data(SuiteConfig(attack_common=TARGET).data), ["badnet"], ["none"], [0, 1],
                      attack_registry(), defense_registry(), tmp_path)
     assert plan.cells[0].stage_keys["pretrain"] != plan.cells[1].stage_keys["pretrain"]
 
 
 def test_pretraining_is_shared_across_attacks(tmp_path):
-    suite = SuiteConfig()
+    suite = SuiteConfig(attack_common=TARGET)
     reg = attack_registry()
     plan = make_plan(suite, open_data(suite.data), reg.names(), ["none"], [0], reg, defense_registry(), tmp_path)
     assert len({c.stage_keys["pretrain"] for c in plan.cells}) == 1
