@@ -355,7 +355,7 @@ def test_example_plugin_passes_the_contract_checks(monkeypatch):
 
     module = importlib.import_module("clipbench_example_plugin")
     model = check_defense(module.ExampleFinetune)
-    assert model is not None
+    assert _fine_tuned(model)  # it returned the defended model, not the starting one
 
 
 # ------------------------------------------------- issue 21: towers, hooks, record
@@ -494,7 +494,17 @@ def test_check_defense_exercises_the_hooks(tmp_path, monkeypatch):
         check_defense(hookless)
     anchor = importlib.import_module("anchor_finetune")
     model = check_defense(anchor.AnchorFinetune)
-    assert model is not None
+    assert _fine_tuned(model)
+
+
+def _fine_tuned(model) -> bool:
+    """The defended model differs from the micro CLIP the contract checks start from."""
+    import torch
+
+    from benchmark.models import ModelConfig, create_model
+
+    ref = create_model(ModelConfig(arch="clipbench-micro-rn"), seed=0).state_dict()
+    return any(not torch.equal(v, ref[k]) for k, v in model.state_dict().items() if v.is_floating_point())
 
 
 def readme_second_example(readme: Path = ROOT / "README.md") -> str:

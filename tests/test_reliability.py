@@ -125,7 +125,7 @@ def test_a_raising_plugin_and_a_nan_loss_fail_their_cells_only(base_run, cache, 
     out = capsys.readouterr().out
     assert rc == 1  # non-zero: some cells failed
     ok = json.loads(find_cell(results, "badnet", "none").read_text())
-    assert ok["status"] == "ok" and ok["metrics"]["clean_accuracy"] >= 0  # the rest of the matrix ran
+    assert ok["status"] == "ok" and ok["metrics"]["clean_accuracy"] > 0.3  # the rest of the matrix ran (chance: 0.1)
 
     boom = json.loads(find_cell(results, "badnet", "exploding").read_text())
     assert boom["status"] == "failed" and boom["defense"]["source"].startswith("local ")
@@ -171,7 +171,7 @@ def test_a_malicious_pickle_checkpoint_never_executes(base_run, cache, tmp_path)
     evil = tmp_path / "evil.pt"
     _malicious_pickle(evil, marker)
     # 1. As a user-supplied checkpoint (model.pretrained): torch.load(weights_only=True) refuses it.
-    with pytest.raises(ModelLoadError, match="cannot be loaded safely"):
+    with pytest.raises(ModelLoadError, match="holds pickled code.*refused without running it"):
         create_model(ModelConfig(arch="clipbench-micro-rn", pretrained=str(evil)))
     assert not marker.exists()
     # 2. Planted in the stage cache with matching hashes: checkpoints are safetensors, so
