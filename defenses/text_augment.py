@@ -338,15 +338,35 @@ def embedded_vocabulary() -> list[str]:
     return sorted(words)
 
 
+#: synonym hops beyond the caption vocabulary that the subset must cover. EDA's random
+#: insertion inserts n = max(1, int(alpha * tokens)) synonyms and draws each from the words
+#: present *so far* (EDA's reference ``add_word``), so the n-th insertion may look up a
+#: synonym inserted before it: with alpha 0.1 and captions of at most 29 tokens, n <= 2,
+#: hence one hop (``tests/test_defenses_text.py`` checks the caption lengths).
+SUBSET_HOPS = 1
+
+
+def subset_words(hops: int = SUBSET_HOPS) -> list[str]:
+    """:func:`embedded_vocabulary` and the words of their synonyms, ``hops`` times (full WordNet)."""
+    words = set(embedded_vocabulary())
+    frontier = set(words)
+    for _ in range(hops):
+        new = {w for word in frontier for syn in full_synonyms(word) for w in caption_words(syn)} - words
+        words |= new
+        frontier = new
+    return sorted(words)
+
+
 def build_subset(out: Path = SUBSET_PATH) -> int:
     """Write :data:`SUBSET_PATH` from full WordNet (NLTK): synonyms and parts of speech of
-    :func:`embedded_vocabulary`, so that the embedded default runs without WordNet."""
+    :func:`subset_words`, so that the embedded default runs without WordNet (EDA on every
+    embedded caption then looks up no word outside the subset)."""
     wn = nltk_wordnet()
-    words = {w: {"synonyms": full_synonyms(w), "pos": full_pos(w)} for w in embedded_vocabulary()}
+    words = {w: {"synonyms": full_synonyms(w), "pos": full_pos(w)} for w in subset_words()}
     data = {"source": f"WordNet {wn.get_version()} via NLTK (EDA get_synonyms; parts of speech of all synsets)",
-            "built_by": "python -m defenses.text_augment --build-subset", "words": words}
+            "built_by": "python -m defenses.text_augment --build-subset", "hops": SUBSET_HOPS, "words": words}
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(data, indent=0, sort_keys=True) + "\n")
+    out.write_text(json.dumps(data, indent=0, sort_keys=True, separators=(",", ":")) + "\n")
     return len(words)
 
 

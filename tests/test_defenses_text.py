@@ -85,6 +85,28 @@ def test_shipped_subset_covers_every_embedded_caption_word():
             assert w in lex.subset  # "auto" never needs full WordNet on embedded captions
 
 
+def test_eda_on_every_embedded_caption_needs_no_word_outside_the_subset():
+    """The embedded default runs CleanCLIP / TA-Cleaner / RoCLIP without WordNet: EDA (whose
+    random insertion looks up synonyms it inserted itself) never leaves the shipped subset."""
+    from benchmark.data.captions import ZERO_SHOT_TEMPLATES
+    from benchmark.data.embedded import load_split
+
+    class Strict(ta.WordNetLexicon):
+        def _entry(self, word: str) -> dict:
+            assert word.lower() in self.subset, f"EDA looked up {word!r}, which the shipped subset lacks"
+            return self.subset[word.lower()]
+
+    lexicon = Strict(dict(ta._subset_entries()), use_full=False)
+    captions = list(dict.fromkeys(c for split in ("poison", "defense") for c in load_split(split).captions))
+    captions += [t.format(name) for t in ZERO_SHOT_TEMPLATES for name in ("sneaker", "ankle boot", "t-shirt")]
+    longest = max(len(c.split()) for c in captions)
+    assert max(1, int(ta.EDAConfig().alpha * longest)) <= ta.SUBSET_HOPS + 1  # the subset's hop count suffices
+    ri = ta.EDAConfig(operations=("ri",))  # the operation that looks up its own insertions
+    for k, caption in enumerate(captions):
+        for config in (ta.EDAConfig(), ri):
+            ta.eda(caption, np.random.default_rng(k), lexicon, config)
+
+
 def test_missing_wordnet_gives_the_fix(tmp_path, monkeypatch):
     monkeypatch.setenv("NLTK_DATA", str(tmp_path))
     code = ("import nltk; nltk.data.path[:] = [%r]\n"
