@@ -389,3 +389,17 @@ def test_cli_leaderboard_strict_fails_on_an_unreadable_result(results, tmp_path,
     assert captured.err.strip() == ("clipbench: error: --strict: 1 result file(s) could not be read (listed above as "
                                     "skipped); fix or remove them")
     assert (tmp_path / "c" / "index.html").is_file()  # the site is still written
+
+
+def test_an_attacker_sweep_alone_is_listed_without_a_figure(tmp_path):
+    root = write_tree(tmp_path / "results")
+    (root / "sweeps" / "embedded").mkdir(parents=True)
+    sweep = _sweep("none", [1e-3, 2e-3], [0.6, 0.8], [0.0, 0.01], 1)
+    for row in sweep["candidates"]:
+        row["candidate"] = {"suite": {"poison_train": row["candidate"]["train"]}}
+    sweep.update(chosen=sweep["candidates"][1]["candidate"], rule={"max_ca_drop": 2.0, "min_asr": 0.95})
+    (root / "sweeps" / "embedded" / "attacker.json").write_text(json.dumps(sweep))
+    site = build_site(root, tmp_path / "site")
+    html = site.index.read_text()
+    assert "poison_train.lr=0.002" in html and "every ASR &gt;= 95%" in html
+    assert not list((site.out_dir / "img").glob("*-sweep.png"))
