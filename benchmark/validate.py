@@ -163,8 +163,24 @@ def _origin(message: str, section: str, name: str, suite: Any) -> str:
     common = getattr(suite, "attack_common" if section == "attacks" else "defense_common") or {}
     own = (getattr(suite, section) or {}).get(name) or {}
     common_key = "attack_common" if section == "attacks" else "defense_common"
-    for key in common:
-        if key not in own:
+
+    def paths(tree: dict, prefix: str = "") -> list[str]:  # dotted keys, deepest first
+        out: list[str] = []
+        for k, v in tree.items():
+            if isinstance(v, dict) and v:
+                out += paths(v, f"{prefix}{k}.")
+            out.append(f"{prefix}{k}")
+        return out
+
+    def has(tree: dict, dotted: str) -> bool:
+        for part in dotted.split("."):
+            if not isinstance(tree, dict) or part not in tree:
+                return False
+            tree = tree[part]
+        return True
+
+    for key in paths(common):  # a nested key (train.batch_size) the method's own section does not set
+        if not has(own, key):
             message = re.sub(rf"\b{section}\.{re.escape(name)}\.{re.escape(key)}\b", f"{common_key}.{key}", message)
     return message
 

@@ -550,7 +550,9 @@ def test_a_plugin_paper_schedule_and_loss_part_reach_the_result_and_the_page(tmp
     assert rc == 0, captured
     assert ("clipbench: note: defense anchor_finetune: the suite's defense_common.train overrides its own TrainConfig "
             "default (epochs 10 -> 2,") in " ".join(captured.err.split())
-    r = json.loads((results / "embedded/badnet/anchor_finetune/seed-0.json").read_text())
+    from benchmark.results import find_cell
+
+    r = json.loads(find_cell(results, "badnet", "anchor_finetune").read_text())  # a variant folder: --set runs
     d = r["defense"]
     assert d["paper"] == evil and r["attack"]["paper"].startswith("Gu")
     assert d["schedule"]["source"] == "defense_common.train" and d["schedule"]["train"]["epochs"] == 2
@@ -583,9 +585,9 @@ def test_schedule_record_names_the_source_and_every_overridden_field():
 
     ft = record("finetune")
     assert ft["source"] == "defense_common.train + defenses.finetune.train" and ft["train"]["epochs"] == 3
-    assert ft["overridden"]["epochs"] == [10, 3] and ft["overridden"]["lr"] == [1e-5, 1e-3]
+    assert ft["overridden"]["epochs"] == [10, 3] and ft["overridden"]["lr"] == [1e-5, 4e-3]
     assert "beta2" not in ft["overridden"]  # equal to the method's own 0.999: not an override
-    assert "overrides its own TrainConfig default (epochs 10 -> 3, lr 1e-05 -> 0.001" in schedule_note("finetune", ft)
+    assert "overrides its own TrainConfig default (epochs 10 -> 3, lr 1e-05 -> 0.004" in schedule_note("finetune", ft)
     ro = record("roclip")
     assert ro["source"] == "poison_train" and ro["train"] == to_dict_(suite.poison_train)
     assert schedule_note("roclip", ro).startswith("defense roclip trains under the suite's poison_train")

@@ -80,7 +80,7 @@ def test_bad_options_are_one_line_exit_2(argv, needle, tmp_path, capsys):
 @pytest.mark.parametrize("item, message", [
     ("pretrain.epochs=-1", "pretrain.epochs=-1 is invalid: train for at least one epoch"),
     ("poison_train.batch_size=1", "poison_train.batch_size=1 is invalid"),
-    ("defense_common.train.lr=-1", "defense_common.train.lr=-1.0 is invalid"),
+    ("defense_common.train.batch_size=1", "defense_common.train.batch_size=1 is invalid"),
     ("defenses.finetune.train.epochs=0", "defenses.finetune.train.epochs=0 is invalid"),
     ("attack_common.poison_rate=0", "attack_common.poison_rate=0.0 is invalid"),
     ("attacks.badnet.poison_rate=2", "attacks.badnet.poison_rate=2.0 is invalid"),
