@@ -52,16 +52,15 @@ def _grid(items: Sequence[str]) -> list[dict[str, Any]]:
     return out
 
 
-def _undefended(session, plan, cells, runs, val_metrics) -> dict[str, dict]:
+def _undefended(session, plan, val_metrics) -> dict[str, dict]:
     """Train (or load) each cell's backdoored model and measure it on VAL."""
-    plan_needed = plan.needed({c.stage_keys["poison_train"] for c in cells.values()})
-    for node in plan_needed:
+    for node in plan.needed({c.stage_keys["poison_train"] for c in plan.cells}):
         if not session.stages.done(node):
             print(f"running {node.label}", flush=True)
             session.stages.run(node)
     base: dict[str, dict] = {}
-    for attack_name, seed in runs:
-        cell = cells[attack_name, seed]
+    for cell in plan.cells:
+        attack_name, seed = cell.attack, cell.seed
         m = val_metrics(session.load_model(cell.stage_keys["poison_train"]), session.method("attack", attack_name, seed))
         base[f"{attack_name}/{seed}"] = {"ca": m.clean_accuracy, "asr": m.asr}
         print(f"{attack_name} seed {seed}: undefended val CA {m.clean_accuracy:.3f} ASR {m.asr:.3f}", flush=True)
@@ -117,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         def val_metrics(model, attack):
             return evaluate(model, val, data.class_names, data.templates, attack, session.target(attack), suite.eval)
 
-        base = _undefended(session, plan, cells, runs, val_metrics)
+        base = _undefended(session, plan, val_metrics)
         undefended[json.dumps(suite_candidate, sort_keys=True)] = base
         if args.defense == "none":  # the attacker's settings: CA drop against the clean model
             if not clean_model:

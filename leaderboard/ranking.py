@@ -207,9 +207,9 @@ def rank_attacks(board_cells: dict[tuple[str, str], CellSummary], attacks: list[
         best = min(asr, key=lambda d: (asr[d], d)) if asr else None
         full = bool(real) and len(asr) == len(real)
         undefended = _mean(list(by_seed.get("asr", {}).values()))
+        implanted = undefended is None or undefended >= IMPLANTED_ASR
         rows.append({
-            "implanted": undefended is None or undefended >= IMPLANTED_ASR,
-            "implant": "yes" if undefended is None or undefended >= IMPLANTED_ASR else "not implanted",
+            "implanted": implanted, "implant": "yes" if implanted else "not implanted",
             "attack": a, "family": first.family, "source": first.attack_source, "origin": origin(first.attack_source),
             "clean_model_asr": _mean(list(by_seed.get("floor", {}).values())),
             "undefended_asr": undefended,

@@ -138,10 +138,6 @@ def sweep_figure(sweeps: list[Sweep]) -> bytes | None:
     return _png(fig)
 
 
-def sweep_json(sweeps: list[Sweep]) -> str:
-    return json.dumps([s.row() for s in sweeps], indent=1, sort_keys=True) + "\n"
-
-
 def sweep_csv(sweeps: list[Sweep]) -> str:
     import csv
 
