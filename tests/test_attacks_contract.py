@@ -28,8 +28,9 @@ def _one_thread():
     yield
     torch.set_num_threads(before)
 
-#: keep label-consistent PGD short here (its full 100 steps run in test_lc_pgd_*)
-FAST = {"label_consistent": {"pgd_steps": 10}}
+#: keep label-consistent PGD and BadCLIP's trigger optimisation short here (their full runs
+#: are measured in the suite; tests/test_badclip.py checks that the optimisation works)
+FAST = {"label_consistent": {"pgd_steps": 10}, "badclip": {"steps": 4}, "badclip_eot": {"steps": 4}}
 
 
 def _config(cls, **extra):
