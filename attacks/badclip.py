@@ -46,9 +46,10 @@ clipbench, and every choice the paper leaves open:
 - Weights: ``text_weight`` and ``visual_weight`` (default 1 and 1: both terms are O(1)
   here; Adam is invariant to the overall scale, and the reference's 500 makes its visual
   term dominate its contrastive term, whose scale differs).
-- Optimiser: Adam, ``lr`` 0.01 for ``steps`` 600 (about 38,000 triggered images, the cost
-  of the poisoned fine-tuning itself; the reference's 50 epochs x 10,000 images is 13 times
-  more at lr 1e-3), the patch clamped to [0, 1] after every step.
+- Optimiser: Adam, ``lr`` 0.01 for ``steps`` 300 (19,200 triggered images, about half the
+  cost of the poisoned fine-tuning; the reference's 50 epochs x 10,000 images at lr 1e-3 is
+  26 times more), the patch clamped to [0, 1] after every step. On the embedded model the
+  3x3 patch's pixels all end at 0 or 1 within these steps (the optimum sits on the box).
 - Size and place: ``max(3, round(16/224 * H))`` px (the paper's share of the image, as for
   badnet: 3x3 at 32 px; the embedded suite's choice is in ``benchmark/suites/embedded.yaml``),
   in the middle (the paper's ``middle``: top-left corner at ``int(H/2 - s/2)``) or a corner.
@@ -83,9 +84,9 @@ _PROBE = 256
 class BadCLIPConfig(AttackConfig):
     patch_size: int | None = None  # None: max(3, round(16/224 * H)) (paper: 16 px at 224 px)
     location: Literal["middle", "bottom_right", "bottom_left", "top_right", "top_left"] = "middle"  # paper: middle
-    steps: int = 600  # Adam steps (reference: 50 epochs x 10,000 images / batch 64)
+    steps: int = 300  # Adam steps (reference: 50 epochs x 10,000 images / batch 64)
     batch_size: int = 64  # triggered images per step (reference: 64)
-    lr: float = 0.01  # Adam learning rate on the patch pixels (reference: 1e-3, 13x more images)
+    lr: float = 0.01  # Adam learning rate on the patch pixels (reference: 1e-3, 26x more images)
     text_weight: float = 1.0  # weight of the textual guidance
     visual_weight: float = 1.0  # weight of the visual guidance (triplet)
     margin: float = 1.0  # triplet margin (reference: 1)
