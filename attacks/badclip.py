@@ -133,7 +133,10 @@ class BadCLIP(Attack):
             raise ConfigError(f"attacks.{self.name}.patch_size={self.side} does not fit a {h}x{w} image; use a "
                               f"patch_size between 1 and {min(h, w)}")
         if self.config.eot is not None:
-            defense_image_views(self.config.eot)  # raises ConfigError naming the defenses that have views
+            try:
+                defense_image_views(self.config.eot)
+            except ConfigError as exc:  # name the key: attacks.<name>.eot=...
+                raise ConfigError(f"attacks.{self.name}.{exc}") from None
 
     # -------------------------------------------------------------------- geometry
     @property

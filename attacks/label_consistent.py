@@ -87,7 +87,10 @@ class LabelConsistent(Attack):
             raise ConfigError(f"attacks.label_consistent.trigger_size={side} does not fit four corners of a {h}x{w} "
                               f"image; use a size between 1 and {min(h, w) // 2}")
         if self.config.eot is not None:
-            defense_image_views(self.config.eot)  # raises ConfigError naming the defenses that have views
+            try:
+                defense_image_views(self.config.eot)
+            except ConfigError as exc:  # name the key: attacks.<name>.eot=...
+                raise ConfigError(f"attacks.label_consistent.{exc}") from None
 
     @property
     def side(self) -> int:
