@@ -221,3 +221,20 @@ def test_a_badclip_cell_runs_its_trigger_stage_once_and_evaluates_with_it(tmp_pa
     attack = session.method("attack", "badclip", 0)  # the preview / tuning path: loaded from the cached stage
     assert attack.patch().tolist() == manifest["trigger"]["patch_u8"]
     assert not session.status(session.plan("badclip", "none", [0], tmp_path / "other")).to_run
+
+
+def test_defense_views_are_exactly_the_defenses_augmentations_and_differentiable():
+    from benchmark import defense_image_views
+    from defenses.image_augment import autoaugment, simclr_augment
+
+    x = torch.rand(32, *SHAPE)
+    for name, plain in (("cleanclip", autoaugment), ("ta_cleaner", autoaugment), ("finetune_aug", autoaugment),
+                        ("roclip", simclr_augment)):
+        views = defense_image_views(name)
+        xg = x.clone().requires_grad_(True)
+        out = views(xg, torch.Generator().manual_seed(3))
+        assert torch.equal(out.detach(), plain(x, torch.Generator().manual_seed(3))), name  # the same draws and values
+        (grad,) = torch.autograd.grad(out.sum(), xg)
+        assert float(grad.abs().sum()) > 0, name
+    with pytest.raises(ConfigError, match="un-augmented"):
+        defense_image_views("finetune")
