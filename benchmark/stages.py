@@ -122,8 +122,8 @@ class StageExecutor:
     # ----------------------------------------------------------------- stages
     def run(self, node: Node) -> None:
         dist = self.dist
-        if dist is not None and not dist.is_main and node.kind in ("poison", "evaluate"):
-            dist.barrier()  # torchrun: rank 0 alone poisons and evaluates; the others wait for its artifact
+        if dist is not None and not dist.is_main and node.kind in ("trigger", "poison", "evaluate"):
+            dist.barrier()  # torchrun: rank 0 alone optimises triggers, poisons and evaluates; the others wait
             return
         start = time.perf_counter()
         try:
