@@ -22,8 +22,9 @@ poison count capped at the class's size, as for label-consistent). One ``delta``
 at train and test time (the trigger is one fixed function, identical at poison and test
 time). The frequency counts periods over the width, so ``f = 6`` means the same pattern
 at any resolution (6 periods over 32 px: a period of 5.3 px). The default amplitude is
-BackdoorBench's 20/255; the embedded suite's choice (a measured sweep) is in
-``benchmark/suites/embedded.yaml``. The signal is the same on every channel (grey images
+BackdoorBench's 20/255; the embedded suite uses 30/255, chosen on VAL (20/255 reaches 83%
+val ASR at 32 px and 1% poisoned pairs, 30/255 97%; the sweep is in
+``benchmark/suites/embedded.yaml``): the CLIP papers' 60/255 is not needed. The signal is the same on every channel (grey images
 stay grey), as in the reference code.
 """
 from __future__ import annotations
