@@ -51,8 +51,8 @@ clipbench, and every choice the paper leaves open:
   26 times more), the patch clamped to [0, 1] after every step. On the embedded model the
   3x3 patch's pixels all end at 0 or 1 within these steps (the optimum sits on the box).
 - Size and place: ``max(3, round(16/224 * H))`` px (the paper's share of the image, as for
-  badnet: 3x3 at 32 px; the embedded suite uses 5x5, chosen on VAL: 3 px reaches 14% val
-  ASR at 1% poisoned pairs, 5 px 99%; the sweep is in ``benchmark/suites/embedded.yaml``),
+  badnet: 3x3 at 32 px; the embedded suite uses 4x4, chosen on VAL: 3 px reaches 14% val
+  ASR at 1% poisoned pairs, 4 px 99%; the sweep is in ``benchmark/suites/embedded.yaml``),
   in the middle (the paper's ``middle``: top-left corner at ``int(H/2 - s/2)``) or a corner.
 - Augmentation: the reference README's command also replaces a batch by CleanCLIP's
   augmented view with probability 0.5 (before pasting the patch) and applies EDA to 10% of
