@@ -517,13 +517,13 @@ def _store_for(body_path: str, folder: str | None, arch: str, context_length: in
     body: list[nn.Module] = []
 
     def encode(ids: torch.Tensor) -> torch.Tensor:
-        # in float64, on a private copy of the frozen body: a caption's value then differs
-        # between batches by ~1e-15, far below the float16 step the store keeps, so the
-        # stored feature does not depend on which other captions shared its batch
+        # in float32, on a private copy of the frozen body (training may move the model's
+        # copy to another device or dtype); the store calls it with one fixed shape per
+        # caption length, so a caption's value does not depend on its batch companions
         if not body:
             import copy
 
-            body.append(copy.deepcopy(text.transformer).double().cpu().eval())
+            body.append(copy.deepcopy(text.transformer).float().cpu().eval())
         mask = torch.ones_like(ids)
         out = body[0](input_ids=ids.cpu(), attention_mask=mask)
         return text.pooler(out, mask).float()
