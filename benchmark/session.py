@@ -30,7 +30,7 @@ from .cache import Cache
 from .config import ConfigError, from_dict, merge, parse_set, to_dict
 from .data.dataset import TensorPairs
 from .data.sources import DataBundle, open_data
-from .models import ClipModel
+from .clip_model import ClipModel
 from .plan import Plan, make_plan
 from .progress import Reporter
 from .registry import Registry, registries
