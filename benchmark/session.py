@@ -179,7 +179,7 @@ class Session:
 
     def worker_spec(self):
         """What a worker process needs to open the same session (picklable)."""
-        from .executors import WorkerSpec
+        from .tasks import WorkerSpec
 
         return WorkerSpec(str(self.cache.root), self.suite, self.suite.device, self.plugins)
 
