@@ -162,8 +162,8 @@ class Session:
                          list(seeds), self.attacks, self.defenses, Path(results_dir), own=self.own_suite)
 
     def status(self, plan: Plan):
-        """What a run of ``plan`` would do now (:class:`~benchmark.runner.PlanStatus`)."""
-        from .runner import plan_status
+        """What a run of ``plan`` would do now (:class:`~benchmark.run_status.PlanStatus`)."""
+        from .run_status import plan_status
 
         return plan_status(plan, self.stages)
 
