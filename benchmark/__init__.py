@@ -70,7 +70,7 @@ from .config import ConfigError, check  # noqa: E402
 from .data.dataset import Batch, TensorPairs, to_uint8  # noqa: E402
 from .evaluate import zero_shot_weights  # noqa: E402
 from .losses import ClipObjective, LossOutput, Objective, StepContext, caption_targets, clip_loss, info_nce  # noqa: E402
-from .models import ClipModel  # noqa: E402
+from .clip_model import ClipModel  # noqa: E402
 from .progress import Reporter  # noqa: E402
 from .registry import ATTACK_GROUP, DEFENSE_GROUP, is_plugin  # noqa: E402
 from .train import NonFiniteLossError, TrainConfig, TrainStats, train  # noqa: E402

@@ -23,7 +23,7 @@ from .data.captions import ZERO_SHOT_TEMPLATES, target_captions
 from .data.dataset import TensorPairs, to_uint8
 from .data.digest import pairs_digest
 from .losses import ClipObjective, Objective
-from .models import ClipModel
+from .clip_model import ClipModel
 from .progress import Reporter
 from .train import TrainConfig, TrainStats, train
 

@@ -74,7 +74,7 @@ def _duration(seconds: float) -> str:
 
 def print_plan(session: Any, plan: Any, console: Console) -> Any:
     """``clipbench run --dry-run``: stages to run, cache hits and the estimated cost; returns the
-    :class:`~benchmark.runner.PlanStatus`."""
+    :class:`~benchmark.run_status.PlanStatus`."""
     from .executors import available_cores
 
     status = session.status(plan)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 if TYPE_CHECKING:
     from .data.dataset import Batch
-    from .models import ClipModel
+    from .clip_model import ClipModel
 
 
 def caption_targets(captions: Sequence[str], device: torch.device | str = "cpu") -> torch.Tensor:

@@ -30,7 +30,7 @@ from .cache import Cache
 from .config import ConfigError, from_dict, merge, parse_set, to_dict
 from .data.dataset import TensorPairs
 from .data.sources import DataBundle, open_data
-from .models import ClipModel
+from .clip_model import ClipModel
 from .plan import Plan, make_plan
 from .progress import Reporter
 from .registry import Registry, registries
@@ -162,8 +162,8 @@ class Session:
                          list(seeds), self.attacks, self.defenses, Path(results_dir), own=self.own_suite)
 
     def status(self, plan: Plan):
-        """What a run of ``plan`` would do now (:class:`~benchmark.runner.PlanStatus`)."""
-        from .runner import plan_status
+        """What a run of ``plan`` would do now (:class:`~benchmark.run_status.PlanStatus`)."""
+        from .run_status import plan_status
 
         return plan_status(plan, self.stages)
 
@@ -179,7 +179,7 @@ class Session:
 
     def worker_spec(self):
         """What a worker process needs to open the same session (picklable)."""
-        from .executors import WorkerSpec
+        from .tasks import WorkerSpec
 
         return WorkerSpec(str(self.cache.root), self.suite, self.suite.device, self.plugins)
 
