@@ -19,6 +19,12 @@ Attacks"), adapted to CLIP as in benchmark/METHODS.md (label_consistent): a clea
 - Test time puts the same corner trigger (:meth:`apply`, no PGD) on non-target images.
 - ``pgd_steps = 0`` is CleanCLIP's label-consistent variant: target-class images get the
   trigger and keep their captions, without the adversarial step.
+- Adaptive option (clipbench, not in the paper): ``eot: <defense>`` (e.g. ``cleanclip``) runs
+  the PGD in expectation over that defense's image views (:func:`benchmark.defense_image_views`,
+  EOT, Athalye et al. 2018): at every step each image is replaced by a fresh view with
+  probability ``eot_prob`` (0.5) and the loss is the mean over ``eot_samples`` (1) such
+  draws, so the hardening survives the augmentations the defense fine-tunes on. The
+  draws come from the attack seed, batch after batch; ``eot`` joins the cache key.
 
 Selection (a documented choice): the poison count is ``round(poison_rate * N)`` with N the
 whole training set (as for the other attacks, so rates are comparable), capped at the
@@ -35,7 +41,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmark import Attack, AttackConfig, AttackContext, ClipModel, ConfigError, TensorPairs, check, to_uint8, zero_shot_weights
+from benchmark import (Attack, AttackConfig, AttackContext, ClipModel, ConfigError, TensorPairs, check,
+                       defense_image_views, to_uint8, zero_shot_weights)
 
 
 @dataclass
@@ -47,6 +54,9 @@ class LabelConsistentConfig(AttackConfig):
     amplitude: float = 1.0  # trigger amplitude: 1 = pixels set to 0 or 1
     trigger_size: int | None = None  # None: max(3, round(3/32 * H))
     pgd_batch_size: int = 128
+    eot: str | None = None  # a defense name: PGD in expectation over its image views (adaptive; clipbench)
+    eot_prob: float = 0.5  # probability that an image is replaced by its view in a draw
+    eot_samples: int = 1  # draws averaged per PGD step
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -55,6 +65,8 @@ class LabelConsistentConfig(AttackConfig):
         check(self.pgd_steps >= 0, "pgd_steps", self.pgd_steps, "use 0 (no PGD) or more steps, e.g. 100")
         check(0 < self.amplitude <= 1, "amplitude", self.amplitude, "use an amplitude in (0, 1], e.g. 1")
         check(self.pgd_batch_size >= 1, "pgd_batch_size", self.pgd_batch_size, "use a positive batch size")
+        check(0 < self.eot_prob <= 1, "eot_prob", self.eot_prob, "use a probability in (0, 1], e.g. 0.5")
+        check(self.eot_samples >= 1, "eot_samples", self.eot_samples, "use at least one draw per step, e.g. 1")
 
 
 class LabelConsistent(Attack):
@@ -74,6 +86,11 @@ class LabelConsistent(Attack):
         if side < 1 or 2 * side > min(h, w):
             raise ConfigError(f"attacks.label_consistent.trigger_size={side} does not fit four corners of a {h}x{w} "
                               f"image; use a size between 1 and {min(h, w) // 2}")
+        if self.config.eot is not None:
+            try:
+                defense_image_views(self.config.eot)
+            except ConfigError as exc:  # name the key: attacks.<name>.eot=...
+                raise ConfigError(f"attacks.label_consistent.{exc}") from None
 
     @property
     def side(self) -> int:
@@ -142,13 +159,15 @@ class LabelConsistent(Attack):
             if cfg.random_start:
                 g = torch.Generator().manual_seed(int(self.rng("pgd-start").integers(2**31)))
                 start = (torch.rand(x.shape, generator=g) * 2 - 1) * cfg.eps
+            views = defense_image_views(cfg.eot) if cfg.eot is not None else None
+            g_eot = torch.Generator().manual_seed(int(self.rng("pgd-eot").integers(2**31)))
             out = []
             with ctx.reporter.task("label-consistent PGD", total=len(x)) as advance:
                 for lo in range(0, len(x), cfg.pgd_batch_size):
                     xb = x[lo : lo + cfg.pgd_batch_size].to(device)
                     x0 = xb if start is None else (xb + start[lo : lo + cfg.pgd_batch_size].to(device)).clamp(0, 1)
                     labels = torch.full((len(xb),), ctx.target, dtype=torch.long, device=device)
-                    out.append(self._pgd_batch(model, xb, x0, labels, weights, scale).cpu())
+                    out.append(self._pgd_batch(model, xb, x0, labels, weights, scale, views, g_eot).cpu())
                     advance(len(xb))
             return torch.cat(out)
         finally:
@@ -157,15 +176,23 @@ class LabelConsistent(Attack):
             model.train(was_training)
 
     def _pgd_batch(self, model: ClipModel, x: torch.Tensor, x_adv: torch.Tensor, labels: torch.Tensor,
-                   weights: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+                   weights: torch.Tensor, scale: torch.Tensor, views=None, g_eot: torch.Generator | None = None
+                   ) -> torch.Tensor:
         cfg = self.config
         lo, hi = (x - cfg.eps).clamp(0, 1), (x + cfg.eps).clamp(0, 1)
         x_adv = x_adv.clone()
+        draws = cfg.eot_samples if views is not None else 1
         for _ in range(cfg.pgd_steps):
             x_adv.requires_grad_(True)
             with torch.enable_grad():
-                loss = F.cross_entropy(scale * model.encode_image(x_adv) @ weights.T, labels, reduction="sum")
-                (grad,) = torch.autograd.grad(loss, x_adv)
+                loss = 0.0
+                for _ in range(draws):  # EOT: the mean over draws of the defense's views (or the image itself)
+                    z = x_adv
+                    if views is not None:
+                        swap = (torch.rand(len(z), generator=g_eot) < cfg.eot_prob).to(z.device).view(-1, 1, 1, 1)
+                        z = torch.where(swap, views(z, g_eot), z)
+                    loss = loss + F.cross_entropy(scale * model.encode_image(z) @ weights.T, labels, reduction="sum")
+                (grad,) = torch.autograd.grad(loss / draws, x_adv)
             x_adv = torch.minimum(torch.maximum(x_adv.detach() + cfg.step_size * grad.sign(), lo), hi)
         return x_adv.detach()
 
@@ -173,4 +200,5 @@ class LabelConsistent(Attack):
         return {**super().trigger_params(), "side": self.side, "corners": "four, mirrored",
                 "pgd": {"loss": "zero-shot cross-entropy on the true class (prompt ensemble)",
                         "norm": "linf", "eps": self.config.eps, "step_size": self.config.step_size,
-                        "steps": self.config.pgd_steps, "random_start": self.config.random_start}}
+                        "steps": self.config.pgd_steps, "random_start": self.config.random_start,
+                        "eot": self.config.eot}}

@@ -9,12 +9,15 @@ Versioning: :data:`API_VERSION` is ``"MAJOR.MINOR"``. A minor bump adds names or
 arguments; a major bump removes or changes one. A plugin written against ``1.x`` works
 with every ``1.y`` (y >= x).
 
-The API (version 1.3; 1.1 added :class:`DefenseStage`, :func:`to_uint8` and
+The API (version 1.4; 1.1 added :class:`DefenseStage`, :func:`to_uint8` and
 :func:`zero_shot_weights`; 1.2 :func:`embedded_caption_phrases`, and ``AttackConfig.target``
 no longer defaults to a class of the embedded data: it comes from the suite; 1.3 added
 ``ClipModel.image_tower`` / ``text_tower`` / ``text_frozen``, the :class:`Objective` hooks
 ``on_train_start`` and ``on_step_end``, and records ``LossOutput.parts``, ``paper`` and the
-schedule in every result):
+schedule in every result; 1.4 added optimised triggers (``Attack.optimised_trigger``,
+``trigger_spec``, ``optimise_trigger``, ``load_trigger``, ``load_trigger_params``: the
+engine's cached ``trigger`` stage), ``Attack.allowed_poison_captions``,
+``Defense.image_views`` and :func:`defense_image_views` (adaptive attacks' EOT)):
 
 Methods
     :class:`Attack` (``name``, ``Config``, ``apply(images)``, optional ``poison``),
@@ -40,7 +43,8 @@ Data and models
     the encoders ``image_tower`` and ``text_tower`` as modules; ``text_frozen``: the text body
     is frozen, cached and not saved, only ``text_tower.proj`` trains),
     :func:`zero_shot_weights` (a model's prompt-ensemble class embeddings), :class:`Reporter`,
-    :func:`embedded_caption_phrases` (the embedded data's caption vocabulary).
+    :func:`embedded_caption_phrases` (the embedded data's caption vocabulary),
+    :func:`defense_image_views` (a defense's differentiable image augmentation, for EOT).
 Configs
     :class:`ConfigError` and :func:`check` (``check(cond, key, value, fix)`` in a
     ``__post_init__`` or ``validate``: a one-line error naming the key and the fix).
@@ -87,6 +91,37 @@ def embedded_caption_phrases() -> tuple[str, ...]:
     return tuple(CAPTION_PHRASES)
 
 
+def defense_image_views(name: str):
+    """The image augmentation defense ``name`` trains on (its :meth:`Defense.image_views`, the
+    class built with its paper defaults), for attacks that optimise their trigger in
+    expectation over it (``eot: <name>``): ``views(images, generator)``, differentiable.
+    Raises :class:`ConfigError` naming the defenses that have one when ``name`` is unknown or
+    trains on un-augmented images. Added in API 1.4."""
+    from .registry import RegistryError, defense_registry
+
+    registry = defense_registry()
+
+    def with_views() -> list[str]:
+        out = []
+        for other in registry.names():
+            try:
+                if registry.build(other).image_views() is not None:
+                    out.append(other)
+            except Exception:  # noqa: BLE001 - a broken plugin is not a candidate
+                continue
+        return out
+
+    try:
+        views = registry.build(name).image_views()
+    except RegistryError as exc:
+        raise ConfigError(f"eot={name!r}: {exc}; name a defense with image augmentations: "
+                          f"{', '.join(with_views())}") from None
+    if views is None:
+        raise ConfigError(f"eot={name!r}: that defense trains on un-augmented images, there is nothing to optimise "
+                          f"over; name one with image augmentations: {', '.join(with_views())} (or eot: null)")
+    return views
+
+
 def __getattr__(name: str):
     """``check_attack`` / ``check_defense`` are imported from :mod:`benchmark.testing` on first use."""
     if name in _LAZY:
@@ -102,6 +137,6 @@ __all__ = [
     "API_VERSION", "ATTACK_GROUP", "Attack", "AttackConfig", "AttackContext", "Batch", "ClipModel", "ClipObjective",
     "ConfigError", "DEFENSE_GROUP", "Defense", "DefenseConfig", "DefenseContext", "LossOutput", "NonFiniteLossError",
     "Objective", "PoisonedSet", "Reporter", "DefenseStage", "Stage", "StepContext", "TensorPairs", "TrainConfig", "TrainStats",
-    "caption_targets", "check", "embedded_caption_phrases", "to_uint8", "zero_shot_weights", "check_attack", "check_defense", "clip_loss", "info_nce", "is_plugin", "train",
+    "caption_targets", "check", "defense_image_views", "embedded_caption_phrases", "to_uint8", "zero_shot_weights", "check_attack", "check_defense", "clip_loss", "info_nce", "is_plugin", "train",
     "__version__",
 ]

@@ -27,7 +27,7 @@ from .clip_model import ClipModel
 from .progress import Reporter
 from .train import TrainConfig, TrainStats, train
 
-API_VERSION = "1.3"
+API_VERSION = "1.4"
 MANIFEST_VERSION = 1
 
 
@@ -100,6 +100,13 @@ class Attack:
     #: True for clean-label attacks: only target-class samples are poisoned and their
     #: captions stay truthful (checked by :func:`benchmark.testing.check_attack`).
     clean_label: ClassVar[bool] = False
+    #: True when the trigger itself is optimised on the clean model (BadCLIP; API 1.4). The
+    #: engine then runs :meth:`optimise_trigger` as a stage of its own (``trigger``: cached,
+    #: keyed by :meth:`trigger_spec`, the seed, the clean training split, the target and the
+    #: clean model), and hands its result to :meth:`load_trigger` before the attack poisons
+    #: or is evaluated; :meth:`apply` raises until a trigger is loaded. Such attacks also set
+    #: ``needs_reference_model`` (the optimisation runs on the clean model).
+    optimised_trigger: ClassVar[bool] = False
     version: ClassVar[str] = "1"
 
     def __init__(self, config: AttackConfig | None = None, *, seed: int = 0, image_shape: tuple[int, int, int] = (1, 28, 28)):
@@ -134,6 +141,36 @@ class Attack:
         test-time trigger of the same clean image. 0 (identical) unless the attack perturbs
         training images beyond the trigger (label-consistent PGD: its eps)."""
         return 0.0
+
+    # -- optimised triggers (API 1.4; only for ``optimised_trigger`` attacks) -------------
+    def trigger_spec(self) -> dict[str, Any]:
+        """What the trigger optimisation depends on, besides the seed, data, target and clean
+        model: the trigger stage's cache key. Default: the whole config (an attack leaves out
+        what only poisoning reads, e.g. ``poison_rate``, so that a poison-rate sweep reuses
+        one optimised trigger)."""
+        return to_dict(self.config)
+
+    def optimise_trigger(self, data: TensorPairs, ctx: AttackContext) -> dict[str, torch.Tensor]:
+        """Optimise the trigger on ``ctx.reference_model()`` (the clean model) with the clean
+        training split ``data``; return the tensors that define it (stored by the trigger stage)."""
+        raise NotImplementedError(f"{type(self).__name__} has no optimised trigger")
+
+    def load_trigger(self, state: dict[str, torch.Tensor]) -> None:
+        """Install an optimised trigger (what :meth:`optimise_trigger` returned)."""
+        raise NotImplementedError(f"{type(self).__name__} has no optimised trigger")
+
+    def load_trigger_params(self, params: dict[str, Any]) -> None:
+        """Install an optimised trigger from a poison manifest's ``trigger`` record (what
+        :meth:`trigger_params` wrote), so that a manifest regenerates its set without
+        re-running the optimisation (:func:`benchmark.poison.regenerate`)."""
+        raise NotImplementedError(f"{type(self).__name__} has no optimised trigger")
+
+    def allowed_poison_captions(self, data: TensorPairs, ctx: AttackContext) -> set[str]:
+        """Every caption a poison-label attack may write on a poisoned pair (the contract check's
+        rule, :func:`benchmark.testing.check_poison`): the target class's zero-shot templates.
+        An attack that writes other captions (BadCLIP: natural target-class captions of the
+        data) widens it. API 1.4."""
+        return {t.format(ctx.class_names[ctx.target]) for t in ctx.templates}
 
     def rng(self, purpose: str) -> np.random.Generator:
         """A generator derived from the attack seed and a purpose string."""
@@ -260,6 +297,14 @@ class Defense:
 
     def objective(self, ctx: DefenseContext) -> Objective:
         return ClipObjective()
+
+    def image_views(self) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None:
+        """The random image augmentation this defense trains on, as ``views(images, generator)``
+        on float images in [0, 1], differentiable with respect to ``images``; None (the default)
+        when it trains on the images as they are. Adaptive attacks optimise their trigger in
+        expectation over it (``eot: <defense name>``, :func:`benchmark.defense_image_views`).
+        API 1.4."""
+        return None
 
     def defend(self, model: ClipModel, ctx: DefenseContext) -> TrainStats | None:
         """Fine-tune ``model`` in place (post-training defenses)."""

@@ -56,6 +56,10 @@ def check_trigger(attack_cls: type[Attack], config: AttackConfig | None = None, 
     """The test-time trigger ``apply``: fixed, batch-independent, shape/dtype/range preserving."""
     attack = attack_cls(config, seed=seed, image_shape=image_shape)
     twin = attack_cls(config, seed=seed, image_shape=image_shape)
+    if attack.optimised_trigger:  # what the engine's trigger stage does: optimise on the clean model, load
+        box: dict[str, Any] = {}
+        for a in (attack, twin):
+            a.load_trigger(a.optimise_trigger(synthetic_pairs(image_shape), _context(a, seed, box)))
     g = torch.Generator().manual_seed(1234)
     x = torch.rand(6, *image_shape, generator=g)
     x[0] = 0.0
@@ -121,9 +125,9 @@ def check_poison(attack_cls: type[Attack], config: AttackConfig | None = None, i
             f"{name} is clean-label but changed captions"
     else:
         assert bool((data.labels[index] != target).all()), f"{name} poisoned target-class images"
-        allowed = {t.format(ctx.class_names[target]) for t in ctx.templates}
+        allowed = attack.allowed_poison_captions(data, ctx)  # default: the target-class zero-shot templates
         bad = [d.captions[i] for i in index.tolist() if d.captions[i] not in allowed]
-        assert not bad, f"{name}: poisoned captions must be target-class zero-shot templates, got {bad[:3]}"
+        assert not bad, f"{name}: poisoned captions must be allowed_poison_captions (by default target-class zero-shot templates), got {bad[:3]}"
         if len(index) >= 8 and len(ctx.templates) > 1:
             assert len({d.captions[i] for i in index.tolist()}) > 1, f"{name}: one template for every poisoned caption"
 

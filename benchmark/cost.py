@@ -111,9 +111,21 @@ def _pgd_seconds(node: Node, size: Any, train_rate: float | None) -> float | Non
     the 28 px embedded default (80 images x 100 steps). None for attacks without ``pgd_steps``."""
     config = (node.spec.get("attack") or {}).get("config") or {}
     steps, rate, n = config.get("pgd_steps"), config.get("poison_rate"), size("train")
+    if steps is None and node.spec.get("trigger"):  # an optimised trigger's poison stage: pastes the trigger
+        return 2.0
     if steps is None or not rate or not n or not train_rate:
         return None
     return 1.0 + steps * max(1, round(rate * n)) / train_rate
+
+
+def _trigger_seconds(node: Node, train_rate: float | None) -> float | None:
+    """An optimised trigger (BadCLIP): ``steps`` x ``batch_size`` forward+backward passes, each
+    costed like one training sample, plus the clean embeddings of the positives (~1 s)."""
+    config = (node.spec.get("attack") or {}).get("trigger") or {}
+    steps, batch = config.get("steps"), config.get("batch_size")
+    if not steps or not batch or not train_rate:
+        return None
+    return 1.0 + steps * batch / train_rate
 
 
 def estimate_cost(plan: Plan, nodes: list[Node], cache_root: Path, split_size: Any = None) -> PlanCost:
@@ -164,6 +176,8 @@ def estimate_cost(plan: Plan, nodes: list[Node], cache_root: Path, split_size: A
                 est = train_cfg.get("epochs", 1) * n / train_rate
         elif node.kind == "evaluate" and eval_rate and size("test"):
             est = 2 * size("test") / eval_rate + 1.0
+        elif node.kind == "trigger":
+            est = _trigger_seconds(node, train_rate)
         elif node.kind == "poison":
             est = getattr(cost_cfg, "poison_seconds", None) or (2.0 if not node.deps else _pgd_seconds(node, size, train_rate))
         seconds[node.key] = est

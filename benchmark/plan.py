@@ -1,6 +1,8 @@
 """Plan the requested cells as a DAG of content-addressed stages.
 
-Stages (``Node.kind``): ``pretrain`` (once per seed, shared by every cell), ``poison``
+Stages (``Node.kind``): ``pretrain`` (once per seed, shared by every cell), ``trigger``
+(only for attacks whose trigger is optimised on the clean model, BadCLIP: the trigger
+itself, read by the attack's poison and evaluation stages), ``poison``
 (the attack's poisoned training set), ``train`` (poisoned training with the plain CLIP
 loss, or with a training-stage defense's objective), ``defend`` (a post-training defense
 fine-tunes the backdoored model) and ``evaluate``. A node's key hashes its kind, its
@@ -131,6 +133,32 @@ def schedule_note(defense: str, record: dict[str, Any] | None) -> str | None:
             "recorded as defense.schedule in each result")
 
 
+def pretrain_stage(plan: Plan, suite: SuiteConfig, data: DataBundle, seed: int) -> str:
+    """The ``pretrain`` node of ``seed`` (the clean model every cell of that seed starts from)."""
+    return plan.add("pretrain", f"pretrain seed={seed}", (), {
+        "model": to_dict(suite.model), "data": data.identity(), "train": to_dict(suite.pretrain), "seed": seed})
+
+
+def trigger_stage(plan: Plan, suite: SuiteConfig, data: DataBundle, attack_name: str, attack: Attack, seed: int,
+                  pre: str, attack_registry: Registry) -> str | None:
+    """The ``trigger`` node of an attack whose trigger is optimised on the clean model (BadCLIP;
+    ``Attack.optimised_trigger``), None for the others. Its key hashes what the optimisation
+    depends on: the attack's :meth:`~benchmark.api.Attack.trigger_spec` (its config without
+    what only poisoning reads), version and seed, the data, the target, the image shape and
+    the clean model (``pre``); so a poison-rate sweep reuses one optimised trigger, and every
+    poison and evaluation of the attack depends on it."""
+    if not getattr(attack, "optimised_trigger", False):
+        return None
+    spec = {"name": attack_name, "version": getattr(attack, "version", "1"), "trigger": attack.trigger_spec(),
+            "seed": seed}
+    if attack.identity():
+        spec["identity"] = attack.identity()
+    spec.update(attack_registry.identity(attack_name))
+    return plan.add("trigger", f"trigger {attack_name} seed={seed}", (pre,), {
+        "attack": spec, "data": data.identity(), "target": data.target_index(attack.config.target),
+        "image_shape": list(data.image_shape), "model": to_dict(suite.model)})
+
+
 def make_plan(suite: SuiteConfig, data: DataBundle, attacks: list[str], defenses: list[str], seeds: list[int],
               attack_registry: Registry, defense_registry: Registry, results_dir: Path,
               own: SuiteConfig | None = None) -> Plan:
@@ -152,8 +180,7 @@ def make_plan(suite: SuiteConfig, data: DataBundle, attacks: list[str], defenses
             own_configs[kind, name] = to_dict(built.config)
         return own_configs[kind, name]
     for seed in seeds:
-        pre = plan.add("pretrain", f"pretrain seed={seed}", (), {
-            "model": model, "data": data_id, "train": to_dict(suite.pretrain), "seed": seed})
+        pre = pretrain_stage(plan, suite, data, seed)
         for attack_name in attacks:
             attack: Attack = attack_registry.build(attack_name, suite.attack_overrides(attack_name), seed,
                                                    image_shape=data.image_shape)
@@ -163,15 +190,20 @@ def make_plan(suite: SuiteConfig, data: DataBundle, attacks: list[str], defenses
             if attack.identity():  # e.g. a pattern file's digest: editing the file changes the keys
                 attack_spec["identity"] = attack.identity()
             attack_spec.update(attack_registry.identity(attack_name))  # plugins: their code's origin; {} for built-ins
-            poison = plan.add("poison", f"poison {attack_name} seed={seed}",
-                              (pre,) if attack.needs_reference_model else (), {
-                                  "attack": attack_spec, "data": data_id, "target": target,
-                                  "image_shape": list(data.image_shape), "model": model if attack.needs_reference_model else None})
+            # an optimised trigger (BadCLIP) is a stage of its own: poisoning and every evaluation read it
+            trigger = trigger_stage(plan, suite, data, attack_name, attack, seed, pre, attack_registry)
+            extra: tuple[str, ...] = (trigger,) if trigger else ()
+            poison_spec = {"attack": attack_spec, "data": data_id, "target": target,
+                           "image_shape": list(data.image_shape), "model": model if attack.needs_reference_model else None}
             eval_spec = {"attack": attack_spec, "target": target, "eval": to_dict(suite.eval), "data": data_id}
+            if trigger:
+                poison_spec["trigger"] = eval_spec["trigger"] = trigger
+            poison = plan.add("poison", f"poison {attack_name} seed={seed}",
+                              ((pre,) if attack.needs_reference_model else ()) + extra, poison_spec)
             plain = plan.add("train", f"train {attack_name} seed={seed}", (pre, poison), {
                 "train": to_dict(suite.poison_train), "objective": None, "seed": seed})
-            baseline_eval = plan.add("evaluate", f"evaluate {attack_name}/none seed={seed}", (plain,), eval_spec)
-            clean_eval = plan.add("evaluate", f"evaluate clean-model {attack_name} seed={seed}", (pre,), eval_spec)
+            baseline_eval = plan.add("evaluate", f"evaluate {attack_name}/none seed={seed}", (plain,) + extra, eval_spec)
+            clean_eval = plan.add("evaluate", f"evaluate clean-model {attack_name} seed={seed}", (pre,) + extra, eval_spec)
             for defense_name in defenses:
                 defense: Defense = defense_registry.build(defense_name, suite.defense_overrides(defense_name), seed)
                 defense_spec = {"name": defense_name, "version": getattr(defense, "version", "1"),
@@ -188,7 +220,7 @@ def make_plan(suite: SuiteConfig, data: DataBundle, attacks: list[str], defenses
                     final = keys["defense"] = plan.add(
                         "defend", f"defend {attack_name} with {defense_name} seed={seed}", (plain,), {"defense": defense_spec})
                 final_eval = baseline_eval if final == plain else plan.add(
-                    "evaluate", f"evaluate {attack_name}/{defense_name} seed={seed}", (final,), eval_spec)
+                    "evaluate", f"evaluate {attack_name}/{defense_name} seed={seed}", (final,) + extra, eval_spec)
                 own_identity = cell_identity(own_dict, attack_name, own_config("attack", attack_name, seed),
                                              defense_name, own_config("defense", defense_name, seed))
                 settings = variant_settings(own_identity, cell_identity(

@@ -22,6 +22,8 @@ bit or fails loudly::
 
 Label-consistent poisons run PGD against the reference model: pass it as
 ``reference_model`` (a :class:`~benchmark.models.ClipModel` or a zero-argument loader).
+Attacks with an optimised trigger (BadCLIP) record the trigger itself in the manifest
+(``trigger.patch_u8``), so regenerating their set does not re-run the optimisation.
 PGD is deterministic on one machine and thread count; other hardware may round
 differently, which the digest check reports.
 """
@@ -55,7 +57,10 @@ def attack_from_manifest(manifest: dict[str, Any], attack_cls: type[Attack] | No
             f"manifest was written by {manifest['attack']} version {manifest.get('attack_version')!r} but the installed "
             f"one is version {attack_cls.version!r}; install the matching clipbench/plugin version")
     config = from_dict(attack_cls.Config, manifest["config"], prefix=f"attacks.{manifest['attack']}.")
-    return attack_cls(config, seed=int(manifest["seed"]), image_shape=tuple(manifest["image_shape"]))
+    attack = attack_cls(config, seed=int(manifest["seed"]), image_shape=tuple(manifest["image_shape"]))
+    if getattr(attack, "optimised_trigger", False):  # BadCLIP: the optimised trigger is in the manifest
+        attack.load_trigger_params(manifest["trigger"])
+    return attack
 
 
 def regenerate(manifest: dict[str, Any], clean: TensorPairs, *,
@@ -80,7 +85,7 @@ def regenerate(manifest: dict[str, Any], clean: TensorPairs, *,
         loader = lambda: reference_model  # noqa: E731
     else:
         loader = reference_model
-    if attack.needs_reference_model and loader is None:
+    if attack.needs_reference_model and loader is None and not getattr(attack, "optimised_trigger", False):
         ref = manifest.get("reference_model", {}).get("cache_key", "the clean pre-trained model")
         raise ManifestMismatchError(f"{manifest['attack']} needs its reference model to regenerate: pass "
                                     f"reference_model= (cache key {ref})")

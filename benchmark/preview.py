@@ -6,7 +6,15 @@ trigger ``apply(x)`` on the same test images (one per non-target class), quantis
 uint8 exactly as in evaluation, plus a row of the amplified absolute difference so that
 near-invisible triggers (WaNet's sub-pixel warp, a 0.2 noise blend) can be seen.
 Label-consistent's training images additionally carry a PGD perturbation that needs the
-clean model; the preview shows the trigger only (what every test image gets).
+clean model; the preview shows the trigger only (what every test image gets). An attack
+whose trigger is optimised on the clean model (BadCLIP) is drawn with the trigger its
+cached ``trigger`` stage holds (computed first if missing, as a run would).
+
+Beside the grid, :func:`save_preview` writes one thumbnail per attack into
+``<folder of the grid>/attacks/<name>.png`` (:func:`thumbnail`: one test image clean,
+triggered and the amplified difference, at twice the size); the leaderboard shows them in
+its attack ranking when they sit in ``<results-dir>/previews/attacks/`` (the committed
+``results/previews/`` does: ``clipbench preview --attack all`` refreshes both).
 """
 from __future__ import annotations
 
@@ -74,6 +82,32 @@ def attack_rows(name: str, attack: Any, clean_u8: torch.Tensor, amplify: float =
     return [(f"{name}", triggered), (f"|{name} - clean|\nx{amplify:g}", diff)]
 
 
+def thumbnail(attack: Any, clean_u8: torch.Tensor, scale: int = 2, amplify: float = 5.0, pad: int = 2) -> np.ndarray:
+    """One attack's thumbnail: a test image clean, triggered and ``|T(x) - x| * amplify``, side
+    by side, each ``scale`` times (nearest), as an (H', W', 3) uint8 array."""
+    x = clean_u8[:1]
+    triggered = to_uint8(attack.apply(x.float() / 255))
+    diff = to_uint8(((triggered.float() - x.float()).abs() / 255 * amplify).clamp(0, 1))
+    canvas = mosaic([("", torch.cat([x, triggered, diff]))], pad=pad)
+    return np.repeat(np.repeat(canvas, scale, axis=0), scale, axis=1)
+
+
+def save_thumbnails(session: Any, attacks: Sequence[str], out_dir: str | Path, seed: int = 0) -> dict[str, Path]:
+    """Write ``<out_dir>/<name>.png`` (:func:`thumbnail`) for every attack; returns the paths."""
+    from PIL import Image
+
+    test = session.split("test")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name in attacks:
+        attack = session.method("attack", name, seed)
+        path = out_dir / f"{name}.png"
+        Image.fromarray(thumbnail(attack, preview_images(test, session.target(attack), 1))).save(path)
+        paths[name] = path
+    return paths
+
+
 def _open(session: Any, suite: Any, registry: Any) -> Any:
     """The session to draw with: ``session``, else one opened on ``suite`` (default: embedded)."""
     from .session import Session
@@ -88,7 +122,8 @@ def _open(session: Any, suite: Any, registry: Any) -> Any:
 def save_preview(attacks: Sequence[str], out: str | Path, suite: Any = None, seed: int = 0,
                  registry: Any = None, per_row: int = 8, session: Any = None) -> Path:
     """Render the preview of ``attacks`` (registry names) for a :class:`~benchmark.session.Session`
-    (default: one opened on ``suite``, itself defaulting to embedded)."""
+    (default: one opened on ``suite``, itself defaulting to embedded), and each attack's
+    thumbnail into ``<out's folder>/attacks/<name>.png`` (:func:`save_thumbnails`)."""
     session = _open(session, suite, registry)
     test = session.split("test")
     rows: list[tuple[str, torch.Tensor]] = []
@@ -101,7 +136,9 @@ def save_preview(attacks: Sequence[str], out: str | Path, suite: Any = None, see
             rows.append(("clean", images))
         rows.extend(attack_rows(name, attack, images))
     title = f"test-time triggers ({session.suite.name}, seed {seed}; difference rows amplified)"
-    return render(rows, Path(out), title)
+    path = render(rows, Path(out), title)
+    save_thumbnails(session, attacks, Path(out).parent / "attacks", seed)
+    return path
 
 
 def summary(attacks: Sequence[str], suite: Any = None, seed: int = 0, registry: Any = None,

@@ -15,7 +15,8 @@ A session is the suite (with its overrides), the attack and defense registries (
 installed plugins and ``plugins``), the data the suite names, the content-addressed cache
 and the :class:`~benchmark.stages.StageExecutor` that computes stages into it.
 :meth:`Session.method` builds a configured attack or defense the way the plan does
-(the method's paper defaults < the suite's sections < ``overrides``), and
+(the method's paper defaults < the suite's sections < ``overrides``; an optimised trigger
+loaded from its cached ``trigger`` stage), and
 :func:`~benchmark.stages.apply_defense` (behind :meth:`Session.apply_defense`) is the one
 place that decides what a defense does with a model by when it acts (:class:`DefenseStage`).
 """
@@ -116,13 +117,31 @@ class Session:
     def method(self, kind: str, name: str, seed: int, overrides: dict[str, Any] | None = None) -> Attack | Defense:
         """The attack or defense ``name`` (``kind``: "attack" | "defense") as the plan builds it:
         paper defaults < ``attack_common``/``defense_common`` < ``attacks.<name>``/``defenses.<name>``
-        < ``overrides`` (e.g. a tuning candidate)."""
+        < ``overrides`` (e.g. a tuning candidate). An attack with an optimised trigger (BadCLIP) comes
+        with it loaded (:meth:`prepare_trigger`)."""
         if kind == "attack":
-            return self.attacks.build(name, merge(self.suite.attack_overrides(name), overrides or {}), seed,
-                                      image_shape=self.data.image_shape)
+            attack = self.attacks.build(name, merge(self.suite.attack_overrides(name), overrides or {}), seed,
+                                        image_shape=self.data.image_shape)
+            return self.prepare_trigger(name, attack, seed)
         if kind == "defense":
             return self.defenses.build(name, merge(self.suite.defense_overrides(name), overrides or {}), seed)
         raise ValueError(f"kind must be 'attack' or 'defense', got {kind!r}")
+
+    def prepare_trigger(self, name: str, attack: Attack, seed: int) -> Attack:
+        """``attack`` with its optimised trigger loaded (BadCLIP; others are returned as they are):
+        the plan's ``trigger`` stage, computed into the cache if missing (with the clean model's
+        ``pretrain`` stage), so previews and tuning use the trigger a run uses."""
+        if not getattr(attack, "optimised_trigger", False):
+            return attack
+        from .plan import Plan, pretrain_stage, trigger_stage
+
+        plan = Plan(self.suite)
+        key = trigger_stage(plan, self.suite, self.data, name, attack, seed, pretrain_stage(plan, self.suite, self.data, seed),
+                            self.attacks)
+        for node in plan.needed({key}):
+            if not self.stages.done(node):
+                self.stages.run(node)
+        return self.stages.load_trigger(attack, key)
 
     def target(self, attack: Attack) -> int:
         """The index of the attack's target class in this session's data."""

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from .api import AttackContext, Defense, DefenseContext, DefenseStage, PoisonedSet
+from .api import Attack, AttackContext, Defense, DefenseContext, DefenseStage, PoisonedSet
 from .cache import Cache
 from .config import from_dict, to_dict
 from .data.dataset import TensorPairs
@@ -21,6 +21,7 @@ from .registry import Registry
 from .train import TrainConfig, TrainStats, train
 
 MODEL_FILE = "model.safetensors"
+TRIGGER_FILE = "trigger.safetensors"  # an optimised trigger (the ``trigger`` stage's artifact)
 TEXT_FEATURES = "text"  # the cache folder of frozen text bodies' pooled features (benchmark.text_features)
 
 
@@ -110,7 +111,8 @@ class StageExecutor:
         return self.cache.meta("model", key)["model"]
 
     def kind_of(self, node: Node) -> str:
-        return {"pretrain": "model", "train": "model", "defend": "model", "poison": "poison", "evaluate": "eval"}[node.kind]
+        return {"pretrain": "model", "train": "model", "defend": "model", "poison": "poison", "evaluate": "eval",
+                "trigger": "trigger"}[node.kind]
 
     def done(self, node: Node) -> bool:
         if self.dist is not None:  # torchrun: rank 0's view of the cache decides, for every rank
@@ -120,8 +122,8 @@ class StageExecutor:
     # ----------------------------------------------------------------- stages
     def run(self, node: Node) -> None:
         dist = self.dist
-        if dist is not None and not dist.is_main and node.kind in ("poison", "evaluate"):
-            dist.barrier()  # torchrun: rank 0 alone poisons and evaluates; the others wait for its artifact
+        if dist is not None and not dist.is_main and node.kind in ("trigger", "poison", "evaluate"):
+            dist.barrier()  # torchrun: rank 0 alone optimises triggers, poisons and evaluates; the others wait
             return
         start = time.perf_counter()
         try:
@@ -150,10 +152,27 @@ class StageExecutor:
                           seed=spec["seed"], device=self.device, stage=node.label, reporter=self.reporter)
         return self._save_model(model, spec["model"], stats)
 
+    def load_trigger(self, attack: Attack, key: str) -> Attack:
+        """Install the optimised trigger of the ``trigger`` stage ``key`` into ``attack``."""
+        attack.load_trigger(self.cache.tensors("trigger", key, TRIGGER_FILE))
+        return attack
+
+    def _run_trigger(self, node: Node):
+        """Optimise an attack's trigger on the clean model (``node.deps[0]``) with the clean training split."""
+        spec = node.spec
+        a = spec["attack"]
+        attack = self.attacks.build(a["name"], a["trigger"], a["seed"], image_shape=tuple(spec["image_shape"]))
+        ctx = AttackContext(self.data.class_names, spec["target"], a["seed"], self.device,
+                            lambda: self.load_model(node.deps[0]), self.data.templates, self.reporter)
+        state = attack.optimise_trigger(self.split("train"), ctx)
+        return {TRIGGER_FILE: state}, {"tensors": sorted(state)}
+
     def _run_poison(self, node: Node):
         spec = node.spec
         a = spec["attack"]
         attack = self.attacks.build(a["name"], a["config"], a["seed"], image_shape=tuple(spec["image_shape"]))
+        if spec.get("trigger"):
+            self.load_trigger(attack, spec["trigger"])
         reference = (lambda: self.load_model(node.deps[0])) if node.deps else None
         ctx = AttackContext(self.data.class_names, spec["target"], a["seed"], self.device, reference,
                             self.data.templates, self.reporter)
@@ -171,6 +190,8 @@ class StageExecutor:
         poisoned = attack.poison(clean, ctx)
         # where the clean set and the reference model come from (benchmark.poison.regenerate)
         poisoned.manifest["data"] = {"role": "train", **spec["data"]}
+        if spec.get("trigger"):  # the optimised trigger is in manifest["trigger"]; its stage, for reference
+            poisoned.manifest["trigger_stage"] = self.cache.ref("trigger", spec["trigger"], TRIGGER_FILE)
         if node.deps:
             poisoned.manifest["reference_model"] = {"cache_key": node.deps[0], "model": spec["model"]}
         d = poisoned.data
@@ -205,10 +226,12 @@ class StageExecutor:
 
     def _run_evaluate(self, node: Node):
         spec = node.spec
-        (model_key,) = node.deps
+        model_key = node.deps[0]  # then the trigger stage, for an optimised trigger
         model = self.load_model(model_key)
         a = spec["attack"]
         attack = self.attacks.build(a["name"], a["config"], a["seed"], image_shape=self.data.image_shape)
+        if spec.get("trigger"):
+            self.load_trigger(attack, spec["trigger"])
         metrics = evaluate(model, self.split("test"), self.data.class_names, self.data.templates, attack, spec["target"],
                            from_dict(EvalConfig, spec["eval"]), self.data.attribute_tasks)
         return {"metrics.json": to_dict(metrics)}, {}

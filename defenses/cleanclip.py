@@ -116,3 +116,11 @@ class CleanCLIP(Defense):
 
     def objective(self, ctx: DefenseContext) -> Objective:
         return CleanCLIPObjective(self.config, self.seed)
+
+    def image_views(self):
+        """CleanCLIP's in-modal image view: AutoAugment (ImageNet policy), differentiable (for EOT)."""
+        from functools import partial
+
+        from defenses.image_augment import autoaugment
+
+        return partial(autoaugment, differentiable=True)

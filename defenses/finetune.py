@@ -60,3 +60,13 @@ class Finetune(Defense):
 
     def objective(self, ctx: DefenseContext) -> Objective:
         return AugmentedClipObjective() if self.config.augment else ClipObjective()
+
+    def image_views(self):
+        """With ``augment``: AutoAugment, differentiable (for EOT); else None (plain images)."""
+        if not self.config.augment:
+            return None
+        from functools import partial
+
+        from defenses.image_augment import autoaugment
+
+        return partial(autoaugment, differentiable=True)

@@ -17,7 +17,10 @@
   torchvision. Crops and flips are one ``grid_sample`` call per batch.
 
 All randomness comes from the ``torch.Generator`` passed in (the trainer's seeded
-per-step generator), never from global state.
+per-step generator), never from global state. Both take ``differentiable=True`` for
+adaptive attacks (``Defense.image_views``): the same draws and forward values, with a
+gradient with respect to the input images (AutoAugment's uint8 ops through a
+straight-through float surrogate).
 """
 from __future__ import annotations
 
@@ -31,13 +34,39 @@ def _to_u8(images: torch.Tensor) -> torch.Tensor:
     return images.clamp(0, 1).mul(255).round().to(torch.uint8)
 
 
-def autoaugment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """AutoAugment (ImageNet policy) of float images in [0, 1], fresh per sample."""
+def _soft_op(x: torch.Tensor, op_name: str, magnitude: float) -> torch.Tensor:
+    """One AutoAugment op on float images, differentiable with respect to ``x`` (the surrogate
+    of :func:`autoaugment`'s backward pass). Geometric ops resample like the uint8 op (nearest,
+    so gradients reach the pixels that were moved); Posterize and Equalize are identities
+    (their uint8 result is the forward value; the gradient passes straight through)."""
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms.autoaugment import _apply_op
+
+    if op_name in ("Posterize", "Equalize"):
+        return x
+    if op_name == "Solarize":  # the uint8 threshold, in [0, 1] units
+        return torch.where(x >= magnitude / 255.0, 1.0 - x, x)
+    if op_name == "AutoContrast":  # torchvision's float version edits its min/max in place: not differentiable
+        lo, hi = x.amin(dim=(-2, -1), keepdim=True), x.amax(dim=(-2, -1), keepdim=True)
+        flat = hi <= lo
+        scale = torch.where(flat, torch.ones_like(hi), 1.0 / (hi - lo).clamp_min(1e-12))
+        return ((x - torch.where(flat, torch.zeros_like(lo), lo)) * scale).clamp(0, 1)
+    return _apply_op(x, op_name, magnitude, interpolation=InterpolationMode.NEAREST, fill=None)
+
+
+def autoaugment(images: torch.Tensor, generator: torch.Generator, differentiable: bool = False) -> torch.Tensor:
+    """AutoAugment (ImageNet policy) of float images in [0, 1], fresh per sample.
+
+    ``differentiable``: the same draws and the same forward values, with a gradient with
+    respect to ``images`` (straight-through: the uint8 result plus ``soft - soft.detach()``,
+    ``soft`` the float version of every op, :func:`_soft_op`), for attacks that optimise a
+    trigger in expectation over CleanCLIP's views (EOT)."""
     from torchvision.transforms import AutoAugment, AutoAugmentPolicy, InterpolationMode
     from torchvision.transforms.autoaugment import _apply_op
 
     aa = AutoAugment(AutoAugmentPolicy.IMAGENET)
     x = _to_u8(images.detach().cpu())
+    soft = images.float() if differentiable else None
     b, _, h, w = x.shape
     space = aa._augmentation_space(10, (h, w))
     policy = torch.randint(len(aa.policies), (b,), generator=generator)
@@ -55,7 +84,13 @@ def autoaugment(images: torch.Tensor, generator: torch.Generator) -> torch.Tenso
                     continue
                 mag = -base if sign == 0 else base
                 x[idx] = _apply_op(x[idx], op_name, mag, interpolation=InterpolationMode.NEAREST, fill=None)
-    return x.to(images.device).float().div_(255)
+                if soft is not None:
+                    where = idx.to(soft.device)
+                    soft = soft.index_copy(0, where, _soft_op(soft.index_select(0, where), op_name, mag))
+    hard = x.to(images.device).float().div_(255)
+    if soft is None:
+        return hard
+    return hard + (soft - soft.detach())  # forward: exactly the uint8 result
 
 
 def _uniform(n: int, lo: float, hi: float, g: torch.Generator) -> torch.Tensor:
@@ -64,14 +99,17 @@ def _uniform(n: int, lo: float, hi: float, g: torch.Generator) -> torch.Tensor:
 
 def simclr_augment(images: torch.Tensor, generator: torch.Generator, crop_scale: tuple[float, float] = (0.08, 1.0),
                    jitter: tuple[float, float, float, float] = (0.5, 0.5, 0.5, 0.1), jitter_p: float = 0.8,
-                   blur_p: float = 0.5, blur_sigma: tuple[float, float] | None = None) -> torch.Tensor:
+                   blur_p: float = 0.5, blur_sigma: tuple[float, float] | None = None,
+                   differentiable: bool = False) -> torch.Tensor:
     """RoCLIP's SimCLR-style augmentation of float images (B, C, H, W) in [0, 1].
 
     ``blur_sigma``: the Gaussian blur's sigma range in pixels; ``None`` scales SimCLR's
     (0.1, 2.0) at 224 px to the image side (x H / 224), like its kernel size.
+    ``differentiable``: keep the gradient with respect to ``images`` (every op is a float
+    op; the same draws and values), for attacks that optimise a trigger over these views.
     """
     g = generator
-    x = images.detach().float().cpu()
+    x = (images if differentiable else images.detach()).float().cpu()
     b, c, h, w = x.shape
     # RandomResizedCrop (torchvision's sampling, one try; fall back to the whole image) + flip
     area = _uniform(b, *crop_scale, g)
@@ -110,9 +148,10 @@ def simclr_augment(images: torch.Tensor, generator: torch.Generator, crop_scale:
         kern1 = torch.exp(-(r[None, :] ** 2) / (2 * sigma[blur, None] ** 2))
         kern1 = kern1 / kern1.sum(dim=1, keepdim=True)
         kern2 = (kern1[:, :, None] * kern1[:, None, :])  # (n, k, k)
-        sel = x[blur]  # (n, c, h, w)
+        where = blur.nonzero().flatten()
+        sel = x.index_select(0, where)  # (n, c, h, w)
         n = len(sel)
         weight = kern2.repeat_interleave(c, dim=0).unsqueeze(1)  # (n*c, 1, k, k)
         padded = F.pad(sel.reshape(1, n * c, h, w), (k // 2,) * 4, mode="reflect")
-        x[blur] = F.conv2d(padded, weight, groups=n * c).reshape(n, c, h, w)
+        x = x.index_copy(0, where, F.conv2d(padded, weight, groups=n * c).reshape(n, c, h, w))
     return x.clamp(0, 1).to(images.device)

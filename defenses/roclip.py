@@ -245,6 +245,17 @@ class RoCLIP(Defense):
     paper = "Yang, Gao, Mirzasoleiman, RoCLIP, NeurIPS 2023"
     Config = RoCLIPConfig
 
+    def image_views(self):
+        """With ``image_aug``: the SimCLR view RoCLIP trains on, differentiable (for EOT); else None."""
+        if not self.config.image_aug:
+            return None
+        from functools import partial
+
+        from defenses.image_augment import simclr_augment
+
+        return partial(simclr_augment, crop_scale=(self.config.crop_scale_min, 1.0),
+                       blur_sigma=None if self.config.blur_scaled else (0.1, 2.0), differentiable=True)
+
     def objective(self, ctx: DefenseContext) -> Objective:
         data = ctx.train_data
         return RoCLIPObjective(self.config, self.seed, len(data) if data is not None else None,

@@ -9,8 +9,9 @@
     out_dir/cells.csv           attack x defense cells, mean/std over seeds
     out_dir/leaderboard.md      the rankings as Markdown tables
 
-The output depends only on the result files (no clock, no machine names): building twice
-from the same results gives byte-identical files. Jinja2 autoescaping is on for the page,
+The output depends only on the result files and the attacks' trigger thumbnails beside
+them (``<results_dir>/previews/attacks/<attack>.png``, shown in the attack ranking; no
+clock, no machine names): building twice from the same inputs gives byte-identical files. Jinja2 autoescaping is on for the page,
 so any text that comes from results or plugins (method names, configs, errors) is escaped.
 """
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 
 from .columns import ATTACK_COLUMNS, CELL_COLUMNS, DEFENSE_COLUMNS, Column
 from .plots import CA_SPAN, clean_model_ca
-from .ranking import SuiteBoard, build_boards
+from .ranking import SuiteBoard, build_boards, family_key
 from .reader import CellResult, read_results
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -75,16 +76,19 @@ def slug(*parts: str) -> str:
 
 # ----------------------------------------------------------------------------- tables
 def _table(columns: tuple[Column, ...], rows: list[dict[str, Any]], attrs: tuple[str, ...],
-           links: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A table as the template needs it: column declarations and pre-formatted cells."""
+           links: dict[str, Any] | None = None, thumbs: dict[str, str] | None = None) -> dict[str, Any]:
+    """A table as the template needs it: column declarations and pre-formatted cells.
+    ``thumbs``: attack name -> image path, drawn in the ``attack`` column (trigger previews)."""
     out_rows = []
     for r in rows:
         cells = []
         for c in columns:
             cell = {"text": c.display(r.get(c.key)), "sort": c.sort_value(r.get(c.key)), "numeric": c.numeric,
-                    "href": None}
+                    "href": None, "img": None}
             if links and c.key in links:
                 cell["href"] = links[c.key](r)
+            if thumbs and c.key == "attack":
+                cell["img"] = thumbs.get(str(r.get("attack")))
             cells.append(cell)
         out_rows.append({"attrs": {a: r.get(a, "") for a in attrs}, "cells": cells})
     return {"columns": columns, "rows": out_rows}
@@ -192,7 +196,7 @@ def _provenance(cells: list[CellResult]) -> dict[str, str]:
             "versions": ", ".join(versions), "git": ", ".join(gits) or "–"}
 
 
-def _suite_context(board: SuiteBoard, images: dict[str, str]) -> dict[str, Any]:
+def _suite_context(board: SuiteBoard, images: dict[str, str], thumbs: dict[str, str] | None = None) -> dict[str, Any]:
     rankings = []
     for scope, rows in board.defense_rankings.items():
         rankings.append({"scope": scope, "table": _table(DEFENSE_COLUMNS, rows, ("stage", "origin"))})
@@ -209,7 +213,7 @@ def _suite_context(board: SuiteBoard, images: dict[str, str]) -> dict[str, Any]:
         "attacks": board.attacks, "defenses": board.defenses, "families": board.families,
         "rankings": rankings,
         "attack_table": _table(ATTACK_COLUMNS, [dict(r, origin=r["origin"]) for r in board.attack_ranking],
-                               ("family", "origin")),
+                               ("family", "origin", "group"), thumbs=thumbs),
         "cell_table": _table(CELL_COLUMNS, cell_rows, ("family", "stage", "origin"),
                              links={"attack": lambda r: "#" + r["detail"], "defense": lambda r: "#" + r["detail"]}),
         "images": images, "details": _details(board),
@@ -270,11 +274,29 @@ def render_page(context: dict[str, Any]) -> str:
     return env.get_template("index.html.j2").render(**context)
 
 
-def build_site(results_dir: Path, out_dir: Path | None = None, *, figures: bool = True) -> BuildReport:
+def _thumbnails(boards: list[SuiteBoard], previews: Path, out_dir: Path, written: list[Path]) -> dict[str, str]:
+    """Copy each attack's trigger preview ``<previews>/<attack>.png`` (``clipbench preview`` writes
+    them) to ``img/attack-<slug>.png``; returns attack -> the page's relative path."""
+    thumbs: dict[str, str] = {}
+    for attack in sorted({a for b in boards for a in b.attacks}):
+        src = previews / f"{attack}.png"
+        if not src.is_file() or src.read_bytes()[:8] != b"\x89PNG\r\n\x1a\n":
+            continue
+        name = f"img/attack-{slug(attack)}.png"
+        _write(out_dir / name, src.read_bytes())
+        written.append(out_dir / name)
+        thumbs[attack] = name
+    return thumbs
+
+
+def build_site(results_dir: Path, out_dir: Path | None = None, *, figures: bool = True,
+               previews: Path | None = None) -> BuildReport:
     """Read every cell result under ``results_dir`` and write the site into ``out_dir``.
 
-    ``out_dir`` defaults to ``<results_dir>/leaderboard``. Raises :class:`LeaderboardError`
-    when the directory is missing or holds no result file.
+    ``out_dir`` defaults to ``<results_dir>/leaderboard``. ``previews``: where the attacks'
+    trigger thumbnails are (``<name>.png``, written by ``clipbench preview``; default
+    ``<results_dir>/previews/attacks``): each found is shown in the attack ranking. Raises
+    :class:`LeaderboardError` when the directory is missing or holds no result file.
     """
     results_dir = Path(results_dir)
     out_dir = Path(out_dir) if out_dir is not None else results_dir / "leaderboard"
@@ -292,6 +314,8 @@ def build_site(results_dir: Path, out_dir: Path | None = None, *, figures: bool 
     written: list[Path] = []
     suites = []
     img_dir = out_dir / "img"
+    thumbs = _thumbnails(boards, Path(previews) if previews is not None else results_dir / "previews" / "attacks",
+                         out_dir, written)
     for board in boards:
         images: dict[str, str] = {}
         if figures:
@@ -308,7 +332,7 @@ def build_site(results_dir: Path, out_dir: Path | None = None, *, figures: bool 
                 _write(out_dir / name, png)
                 written.append(out_dir / name)
                 images["sweep"] = name
-        context = _suite_context(board, images)
+        context = _suite_context(board, images, thumbs)
         context["sweeps"] = [w.row() for w in sweeps if w.suite == board.suite]
         context["not_implanted"] = board.not_implanted
         suites.append(context)
@@ -319,7 +343,7 @@ def build_site(results_dir: Path, out_dir: Path | None = None, *, figures: bool 
     context = {
         "suites": suites, "provenance": _provenance(read.cells), "skipped": read.skipped + sweep_skipped,
         "n_cells": len(read.cells), "n_failed": sum(not c.ok for c in read.cells),
-        "families": sorted({f for b in boards for f in b.families}),
+        "families": sorted({f for b in boards for f in b.families}, key=family_key),
         "stages": sorted({c.defense_stage for c in read.cells}),
         "defense_columns": DEFENSE_COLUMNS, "attack_columns": ATTACK_COLUMNS,
     }

@@ -19,6 +19,14 @@ from typing import Any
 from .reader import VARIANT_SEP, CellResult, origin
 
 NO_DEFENSE_STAGE = "none"
+#: the order attack families are grouped in (the attack ranking, the family filter); any
+#: other family (a plugin's) follows, by name
+FAMILY_ORDER = ("patch", "blend", "warp", "signal", "optimised", "clean_label")
+
+
+def family_key(family: str) -> tuple[int, str]:
+    """Sort key of a family: :data:`FAMILY_ORDER` first, then the others by name."""
+    return (FAMILY_ORDER.index(family) if family in FAMILY_ORDER else len(FAMILY_ORDER), family)
 #: an attack whose mean undefended ASR stays below this was not implanted (the engine's
 #: ``benchmark.results.IMPLANTED_ASR``; repeated here: the leaderboard reads files only)
 IMPLANTED_ASR = 0.5
@@ -186,7 +194,9 @@ def rank_defenses(board_cells: dict[tuple[str, str], CellSummary], attacks: list
 
 def rank_attacks(board_cells: dict[tuple[str, str], CellSummary], attacks: list[str],
                  defenses: list[str]) -> list[dict[str, Any]]:
-    """The attack ranking: strongest (highest ASR left by the defenses) first."""
+    """The attack ranking, grouped by family (:data:`FAMILY_ORDER`): within a family the strongest
+    (highest ASR left by the defenses) first; ``rank`` is the rank over all attacks, ``group``
+    is ``"start"`` on each family's first row."""
     stages = {d: c.stage for (_, d), c in board_cells.items()}
     rows = []
     for a in attacks:
@@ -228,6 +238,9 @@ def rank_attacks(board_cells: dict[tuple[str, str], CellSummary], attacks: list[
     rows.sort(key=key)
     for i, r in enumerate(rows, 1):
         r["rank"] = i if r["mean_asr_defended"] is not None else None
+    rows.sort(key=lambda r: family_key(r["family"]))  # stable: the strength order holds within a family
+    for i, r in enumerate(rows):
+        r["group"] = "start" if i == 0 or rows[i - 1]["family"] != r["family"] else ""
     return rows
 
 
@@ -285,7 +298,7 @@ def build_boards(cells: list[CellResult]) -> list[SuiteBoard]:
         attack_rows = rank_attacks(summaries, attacks, defenses)
         not_implanted = sorted(r["attack"] for r in attack_rows if not r["implanted"])
         scored = [a for a in attacks if a not in not_implanted]
-        families = sorted({s.family for s in summaries.values() if s.attack in scored})
+        families = sorted({s.family for s in summaries.values() if s.attack in scored}, key=family_key)
         rankings = {"all": rank_defenses(summaries, scored, defenses)}
         if len(families) > 1:
             for fam in families:

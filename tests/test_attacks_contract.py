@@ -28,8 +28,9 @@ def _one_thread():
     yield
     torch.set_num_threads(before)
 
-#: keep label-consistent PGD short here (its full 100 steps run in test_lc_pgd_*)
-FAST = {"label_consistent": {"pgd_steps": 10}}
+#: keep label-consistent PGD and BadCLIP's trigger optimisation short here (their full runs
+#: are measured in the suite; tests/test_badclip.py checks that the optimisation works)
+FAST = {"label_consistent": {"pgd_steps": 10}, "badclip": {"steps": 4}, "badclip_eot": {"steps": 4}}
 
 
 def _config(cls, **extra):
@@ -207,19 +208,27 @@ def test_lc_pgd_steps_zero_is_the_caption_only_variant():
 
 
 # --------------------------------------------------------------------------- preview
+#: attacks with a fixed trigger (an optimised one, BadCLIP's, is previewed in its own test: it trains first)
+FIXED = [n for n in REGISTRY.names() if not REGISTRY.get(n).optimised_trigger]
+
+
 def test_preview_cli_writes_a_png_of_every_attack_and_prints_its_path(tmp_path, capsys):
     from benchmark.cli import main
     from benchmark.preview import summary
 
     out = tmp_path / "sub" / "triggers.png"
-    assert main(["preview", "--attack", "all", "--out", str(out)]) == 0
+    assert main(["preview", "--attack", ",".join(FIXED), "--out", str(out)]) == 0
     assert capsys.readouterr().out.strip() == str(out)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     from PIL import Image
 
     with Image.open(out) as img:  # a clean row plus two rows per attack
-        assert img.height > 100 * (1 + 2 * len(REGISTRY.names())) * 0.9
-    changes = summary(REGISTRY.names())
+        assert img.height > 100 * (1 + 2 * len(FIXED)) * 0.9
+    thumbs = sorted(p.stem for p in (out.parent / "attacks").glob("*.png"))  # one thumbnail per attack
+    assert thumbs == sorted(FIXED)
+    with Image.open(out.parent / "attacks" / "sig.png") as img:  # clean | triggered | difference, x2
+        assert img.size == (2 * (3 * 34 + 2), 2 * 36)
+    changes = summary(FIXED)
     assert all(c["mean_abs_change"] > 0 for c in changes.values()), changes
     # the paper's warp (s = 0.5) is subtle; the embedded suite's s = 8 is what implants at 28 px
     from benchmark.suite import load_suite
@@ -229,3 +238,20 @@ def test_preview_cli_writes_a_png_of_every_attack_and_prints_its_path(tmp_path, 
     assert subtle < changes["blended"]["mean_abs_change"] < changes["wanet"]["mean_abs_change"]
     assert main(["preview", "--attack", "badnet", "--out", str(tmp_path / "x.jpg")]) == 2
     assert main(["preview", "--attack", "badnett", "--out", str(out)]) == 2
+
+
+def test_preview_of_an_optimised_trigger_runs_its_trigger_stage_once(tmp_path, cache_dir, capsys):
+    from benchmark.cli import main
+    from benchmark.session import Session
+
+    out = tmp_path / "triggers.png"
+    args = ["preview", "--attack", "badclip", "--out", str(out), "--set", "attacks.badclip.steps=2",
+            "--set", "data.fraction=0.08"]
+    assert main(args) == 0 and (tmp_path / "attacks" / "badclip.png").is_file()
+    assert len(list((cache_dir / "trigger").iterdir())) == 1  # the stage, cached
+    session = Session.open("embedded", ["attacks.badclip.steps=2", "data.fraction=0.08"])
+    patch = session.method("attack", "badclip", 0).patch()  # served from the cache: the same trigger
+    assert main(args) == 0 and len(list((cache_dir / "trigger").iterdir())) == 1
+    x = session.split("test").images[:4].float() / 255
+    assert torch.equal(session.method("attack", "badclip", 0).apply(x)[..., 14:17, 14:17],
+                       (patch.float() / 255).expand(4, -1, -1, -1))

@@ -403,3 +403,56 @@ def test_an_attacker_sweep_alone_is_listed_without_a_figure(tmp_path):
     html = site.index.read_text()
     assert "poison_train.lr=0.002" in html and "every ASR &gt;= 95%" in html
     assert not list((site.out_dir / "img").glob("*-sweep.png"))
+
+
+def _with_more_families(root: Path) -> Path:
+    """The tree plus copies of badnet's cells as a signal attack and two optimised ones."""
+    for name, family, factor in (("sig", "signal", 0.9), ("badclip", "optimised", 1.0), ("badclip_eot", "optimised", 1.02)):
+        for path in (root / "embedded" / "badnet").rglob("seed-*.json"):
+            data = json.loads(path.read_text())
+            data["attack"] = {**data["attack"], "name": name, "family": family}
+            if data["status"] == "ok":
+                data["metrics"]["asr"] = min(1.0, data["metrics"]["asr"] * factor)
+            dest = root / "embedded" / name / path.relative_to(root / "embedded" / "badnet")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_text(json.dumps(data))
+    return root
+
+
+def test_attack_ranking_is_grouped_by_family_and_shows_trigger_thumbnails(tmp_path):
+    from PIL import Image
+
+    from leaderboard.ranking import FAMILY_ORDER
+
+    root = _with_more_families(write_tree(tmp_path / "results"))
+    (b,) = build_boards(read_results(root).cells)
+    families = [r["family"] for r in b.attack_ranking]
+    assert families == sorted(families, key=FAMILY_ORDER.index)  # patch, blend, warp, signal, optimised, clean_label
+    assert [r["group"] for r in b.attack_ranking] == ["start" if i == 0 or families[i - 1] != f else ""
+                                                      for i, f in enumerate(families)]
+    optimised = [r for r in b.attack_ranking if r["family"] == "optimised"]
+    assert [r["attack"] for r in optimised] == ["badclip_eot", "badclip"]  # strongest first within the family
+    ranked = sorted((r for r in b.attack_ranking if r["rank"]), key=lambda r: r["rank"])
+    assert [r["mean_asr_defended"] for r in ranked] == sorted((r["mean_asr_defended"] for r in ranked), reverse=True)
+    assert b.families == [f for f in FAMILY_ORDER if f in families]
+
+    previews = root / "previews" / "attacks"
+    previews.mkdir(parents=True)
+    for name, shade in (("badnet", 40), ("badclip", 200)):
+        Image.new("RGB", (30, 10), (shade, shade, shade)).save(previews / f"{name}.png")
+    (previews / "sig.png").write_text("not a png")  # ignored
+    site = build_site(root, tmp_path / "site")
+    html = site.index.read_text()
+    thumbs = sorted(p.name for p in (site.out_dir / "img").glob("attack-*.png"))
+    assert len(thumbs) == 2 and all(f'class="thumb" src="img/{t}"' in html for t in thumbs)
+    for t in thumbs:
+        assert (site.out_dir / "img" / t).read_bytes() in {(previews / f"{n}.png").read_bytes() for n in ("badnet", "badclip")}
+    attacks_table = html[html.index('<table class="sortable attacks">'):]
+    attacks_table = attacks_table[:attacks_table.index("</table>")]
+    assert attacks_table.count('class="thumb"') == 2 and 'alt="trigger of badclip' in attacks_table
+    assert 'data-group="start"' in attacks_table and "signal" in attacks_table
+    again = build_site(root, tmp_path / "site2")
+    assert again.index.read_bytes() == site.index.read_bytes()  # deterministic with thumbnails
+    # a removed preview drops its thumbnail on the next build
+    (previews / "badnet.png").unlink()
+    assert len(list((build_site(root, tmp_path / "site").out_dir / "img").glob("attack-*.png"))) == 1

@@ -143,6 +143,33 @@ def test_filters_hide_the_right_rows(page, site):
     assert page.problems == []
 
 
+def test_attack_thumbnails_load_and_families_stay_grouped_until_resorted(page, tmp_path):
+    from PIL import Image
+
+    from test_leaderboard import _with_more_families
+
+    results = _with_more_families(write_tree(tmp_path / "results"))
+    previews = results / "previews" / "attacks"
+    previews.mkdir(parents=True)
+    for i, name in enumerate(("badnet", "sig", "badclip")):
+        Image.new("RGB", (104, 36), (60 * i, 120, 200)).save(previews / f"{name}.png")
+    report = build_site(results, tmp_path / "site")
+    _open(page, report)
+    thumbs = page.eval_on_selector_all("table.attacks img.thumb", "imgs => imgs.map(i => [i.alt, i.complete, "
+                                       "i.naturalWidth, i.getBoundingClientRect().height])")
+    assert len(thumbs) == 3 and all(done and width == 104 and 30 < height < 50 for _, done, width, height in thumbs)
+    assert sorted(alt.split(":")[0] for alt, *_ in thumbs) == ["trigger of badclip", "trigger of badnet", "trigger of sig"]
+    families = _visible_column(page, "table.attacks", "family")
+    assert families == ["patch", "blend", "warp", "signal", "optimised", "optimised", "clean_label"]
+    border = "tr[data-group='start']:not(:first-child) td"
+    assert page.eval_on_selector(f"table.attacks {border}", "td => getComputedStyle(td).borderTopWidth") == "2px"
+    page.click("table.attacks th[data-key='undefended_asr']")  # sorted across families: no group separators
+    assert page.eval_on_selector(f"table.attacks {border}", "td => getComputedStyle(td).borderTopWidth") != "2px"
+    page.select_option("#filter-family", "optimised")
+    assert sorted(_visible_column(page, "table.attacks", "attack")) == ["badclip", "badclip_eot"]
+    assert page.problems == []
+
+
 def test_script_in_a_defense_name_renders_as_text(page, tmp_path):
     results = tmp_path / "results"
     for seed in (0, 1):

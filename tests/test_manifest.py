@@ -16,8 +16,9 @@ from benchmark.suite import load_suite
 
 from conftest import TINY_SETS
 
-#: a tiny suite; WaNet with noise mode and a short PGD so that every code path is covered
-SETS = [*TINY_SETS, "pretrain.epochs=1", "attacks.wanet.cross_ratio=2", "attacks.label_consistent.pgd_steps=3"]
+#: a tiny suite; WaNet with noise mode, a short PGD and short trigger optimisations so that every code path is covered
+SETS = [*TINY_SETS, "pretrain.epochs=1", "attacks.wanet.cross_ratio=2", "attacks.label_consistent.pgd_steps=3",
+        "attacks.badclip.steps=3", "attacks.badclip_eot.steps=3"]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -58,6 +59,11 @@ def test_manifest_regenerates_the_cached_poisoned_set_bit_for_bit(poisoned_cache
         assert manifest["trigger"]["pgd"]["steps"] == 3
     if attack == "wanet":
         assert manifest["num_cross"] == 2 * manifest["num_poisoned"] > 0
+    if attack.startswith("badclip"):  # the optimised trigger: its stage, and the patch itself
+        assert manifest["trigger_stage"].startswith("cache:trigger/")
+        key = manifest["trigger_stage"].split("/")[1]
+        stored_patch = executor.cache.tensors("trigger", key, "trigger.safetensors")["patch"]
+        assert manifest["trigger"]["patch_u8"] == stored_patch.tolist()
 
     rebuilt = regenerate_from_cache(path).data  # from the manifest + the clean split only
     assert torch.equal(rebuilt.images, stored.images)

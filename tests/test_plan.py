@@ -16,6 +16,8 @@ TARGET = {"target": "sneaker"}
 def _alternative(field_type, value, name, tmp_path):
     if name == "target":
         return "bag"
+    if name == "eot":  # a defense name (EOT over its image views)
+        return "cleanclip" if value is None else "finetune_aug"
     if name.endswith("path"):  # a file-valued field (e.g. blended.pattern_path): a real image file
         from PIL import Image
 

@@ -38,6 +38,7 @@
       return a.i - b.i;
     });
     rows.forEach(function (r) { tbody.appendChild(r.row); });
+    table.classList.add("resorted"); // rows no longer follow the family groups: drop their separators
   }
 
   document.querySelectorAll("table.sortable th[data-key]").forEach(function (th) {
