@@ -117,6 +117,23 @@ def _point_metrics(s: np.ndarray, y: np.ndarray, fpr: float) -> dict[str, float]
             "tpr_at_fpr": tpr_at_fpr(s, y, fpr)}
 
 
+def _curve_metrics(s: np.ndarray, y: np.ndarray, fpr: float) -> dict[str, float]:
+    """The three metrics from one ``roc_curve`` (every threshold): AUROC as its trapezoidal area
+    (``roc_auc_score``'s), AUPRC as ``sum (R_i - R_{i-1}) P_i`` over the thresholds
+    (``average_precision_score``'s definition), the TPR at ``fpr``. Equal to
+    :func:`_point_metrics` (tested), at a third of its cost: the bootstrap's inner loop."""
+    from sklearn.metrics import auc, roc_curve
+
+    f, t, _ = roc_curve(y, s, drop_intermediate=False)
+    pos, neg = int(y.sum()), int((~y).sum())
+    tps, fps = t * pos, f * neg
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(tps + fps > 0, tps / (tps + fps), 1.0)
+    ap = float(np.sum(np.diff(t) * precision[1:]))
+    ok = f <= fpr + 1e-12
+    return {"auroc": float(auc(f, t)), "auprc": ap, "tpr_at_fpr": float(t[ok].max()) if ok.any() else 0.0}
+
+
 def roc_points(scores: Any, labels: Any, points: int = ROC_POINTS) -> dict[str, list[float]]:
     """A ROC curve thinned to at most ``points`` (FPR, TPR) points (both ends kept), for plots."""
     from sklearn.metrics import roc_curve
@@ -153,7 +170,7 @@ def detection_metrics(scores: Any, labels: Any, *, fpr: float = DEFAULT_FPR, boo
         draws = {k: np.empty(bootstrap) for k in ("auroc", "auprc", "tpr_at_fpr")}
         for b in range(bootstrap):
             idx = np.concatenate([rng.choice(pos, len(pos)), rng.choice(neg, len(neg))])
-            for k, v in _point_metrics(s[idx], y[idx], fpr).items():
+            for k, v in _curve_metrics(s[idx], y[idx], fpr).items():
                 draws[k][b] = v
         alpha = (1 - confidence) / 2
         intervals = {k: [float(np.quantile(v, alpha)), float(np.quantile(v, 1 - alpha))] for k, v in draws.items()}

@@ -191,3 +191,165 @@ def test_registry_lists_detectors_with_kinds_and_suggests_names():
         REGISTRY.get("decre")
     with pytest.raises(Exception, match="detectors.dao.k"):
         REGISTRY.build("dao", {"k": 0})
+
+
+# ------------------------------------------------------------------------------ the plan
+def _plan(tmp_path, attacks=("badnet", "blended"), detectors=("dao", "decree"), seeds=(0,), suite=None):
+    from benchmark.data.sources import open_data
+    from benchmark.plan import make_plan
+    from benchmark.registry import attack_registry, defense_registry
+    from benchmark.suite import SuiteConfig
+
+    suite = suite or SuiteConfig(attack_common={"target": "sneaker"}, pretrain=None)
+    return make_plan(suite, open_data(suite.data), list(attacks), ["none"], list(seeds), attack_registry(),
+                     defense_registry(), tmp_path, detectors=list(detectors), detector_registry=REGISTRY)
+
+
+def test_plan_has_one_detection_result_per_attack_detector_seed(tmp_path):
+    plan = _plan(tmp_path, seeds=(0, 1))
+    got = sorted((d.attack, d.detector, d.seed, d.kind) for d in plan.detections)
+    assert got == sorted((a, det, s, "model" if det == "decree" else "sample")
+                         for a in ("badnet", "blended") for det in ("dao", "decree") for s in (0, 1))
+    dao = next(d for d in plan.detections if d.detector == "dao")
+    node = plan.nodes[dao.detect_keys["poisoned"]]
+    assert node.kind == "detect" and node.deps == (dao.stage_keys["pretrain"], dao.stage_keys["poison"],
+                                                   dao.stage_keys["poison_train"])
+    assert dao.result_path == tmp_path / "embedded" / "_detection" / "badnet" / "dao" / "seed-0.json"
+    # model detectors: the clean models of a seed are scored once, shared by every attack's result
+    decree = [d for d in plan.detections if d.detector == "decree" and d.seed == 0]
+    assert decree[0].detect_keys["clean"] == decree[1].detect_keys["clean"]
+    assert decree[0].detect_keys["clean_finetuned"] == decree[1].detect_keys["clean_finetuned"]
+    assert decree[0].detect_keys["backdoored"] != decree[1].detect_keys["backdoored"]
+    clean_ft = plan.nodes[decree[0].stage_keys["clean_train"]]
+    assert clean_ft.kind == "train" and clean_ft.spec["clean"] and clean_ft.deps == (decree[0].stage_keys["pretrain"],)
+
+
+def test_a_detector_setting_moves_only_that_detector_to_a_variant_folder(tmp_path):
+    from benchmark.suite import SuiteConfig
+
+    own = SuiteConfig(attack_common={"target": "sneaker"}, pretrain=None)
+    changed = SuiteConfig(attack_common={"target": "sneaker"}, pretrain=None, detectors={"dao": {"k": 8}})
+    base = {(d.attack, d.detector): d for d in _plan(tmp_path, suite=own).detections}
+    from benchmark.data.sources import open_data
+    from benchmark.plan import make_plan
+    from benchmark.registry import attack_registry, defense_registry
+
+    plan = make_plan(changed, open_data(changed.data), ["badnet", "blended"], ["none"], [0], attack_registry(),
+                     defense_registry(), tmp_path, own=own, detectors=["dao", "decree"], detector_registry=REGISTRY)
+    for d in plan.detections:
+        if d.detector == "dao":
+            assert d.variant.startswith("embedded~detectors.dao.k=8") and d.cell_key != base[d.attack, "dao"].cell_key
+        else:
+            assert d.variant == "embedded" and d.cell_key == base[d.attack, d.detector].cell_key
+
+
+# --------------------------------------------------------------------- detect and retrain
+def test_detect_and_retrain_drops_the_top_scored_pairs_and_retrains_from_the_clean_start(monkeypatch):
+    import defenses.detect_and_retrain as dar
+    from benchmark.api import SampleDetector
+    from benchmark.detector_checks import _micro_model, poisoned_pairs
+    from benchmark.stages import apply_defense
+    from benchmark.train import TrainConfig
+
+    class OracleDetector(SampleDetector):
+        name = "oracle"
+        paper = "test"
+
+        def score(self, model, data, ctx):
+            return data.poisoned.numpy().astype(float)
+
+    monkeypatch.setattr(dar, "make_detector", lambda name, config, seed: OracleDetector(seed=seed))
+    data = poisoned_pairs(per_class=10)  # 100 pairs, 5 poisoned
+    defense = dar.DetectAndRetrain(dar.DetectAndRetrainConfig(drop_fraction=0.1), seed=0)
+    seen = {}
+    original = dar.DetectAndRetrain.training_data
+
+    def spy(self, d, ctx):
+        kept = original(self, d, ctx)
+        seen["kept"] = kept
+        return kept
+
+    monkeypatch.setattr(dar.DetectAndRetrain, "training_data", spy)
+    model = _micro_model()
+    stats = apply_defense(defense, model, 0, class_names=data.class_names, poisoned=data,
+                          schedule=TrainConfig(epochs=1, batch_size=20, lr=1e-3, warmup_steps=1),
+                          poisoned_model=_micro_model)
+    assert len(seen["kept"]) == 90 and not bool(seen["kept"].poisoned.any())  # all 5 poisoned among the 10 dropped
+    assert stats.diagnostics["detect_and_retrain"] == {"detector": "dao", "dropped": 10, "kept": 90,
+                                                       "dropped_poisoned": 5, "poisoned": 5, "kept_poisoned": 0}
+    with pytest.raises(ValueError, match="reads the undefended poisoned model"):
+        apply_defense(defense, _micro_model(), 0, class_names=data.class_names, poisoned=data,
+                      schedule=TrainConfig(epochs=1, batch_size=20))
+
+
+def test_detect_and_retrain_refuses_a_model_detector():
+    import defenses.detect_and_retrain as dar
+    from benchmark import DefenseContext
+    from benchmark.detector_checks import poisoned_pairs
+
+    defense = dar.DetectAndRetrain(dar.DetectAndRetrainConfig(detector="decree"))
+    with pytest.raises(ValueError, match="needs a sample detector; 'decree' is a model detector"):
+        defense.training_data(poisoned_pairs(), DefenseContext(("x",), 0))
+    with pytest.raises(Exception, match="drop_fraction"):
+        dar.DetectAndRetrainConfig(drop_fraction=1.0)
+
+
+# ------------------------------------------------------------------------------ leaderboard
+def _detection_file(root, attack, detector, seed, kind, **body):
+    import json
+
+    path = root / "embedded" / "_detection" / attack / detector / f"seed-{seed}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {"schema_version": 1, "kind": "detection", "status": "ok", "suite": "embedded", "seed": seed,
+            "variant": {"name": "embedded", "settings": {}}, "attack": {"name": attack},
+            "detector": {"name": detector, "kind": kind, "source": "builtin"}, "implanted": True, **body}
+    path.write_text(json.dumps(data))
+
+
+def test_leaderboard_detection_section(tmp_path):
+    import csv
+
+    from leaderboard.build import build_site
+    from leaderboard.detection import model_rows
+    from leaderboard.reader import read_detections
+
+    rng = np.random.default_rng(0)
+    for attack, shift in (("badnet", 4.0), ("blended", 0.0)):
+        for seed in (0, 1):
+            labels = rng.random(400) < 0.05
+            m = detection_metrics(rng.normal(size=400) + shift * labels, labels, bootstrap=50, seed=seed)
+            _detection_file(tmp_path, attack, "dao", seed, "sample", metrics=m, flagged={"precision": 0.5})
+            # model scores: backdoored badnet models score high, blended ones as low as clean models
+            _detection_file(tmp_path, attack, "decree", seed, "model",
+                            models={"backdoored": {"score": 0.9 if attack == "badnet" else 0.1 + 0.05 * seed},
+                                    "clean": {"score": 0.1}, "clean_finetuned": {"score": 0.12}})
+    report = build_site(tmp_path)
+    page = (tmp_path / "leaderboard" / "index.html").read_text()
+    assert "Detection: <code>embedded</code>" in page and "AUROC over models" in page
+    assert (tmp_path / "leaderboard" / "img").glob("*detection-heatmap.png")
+    assert any(p.name.endswith("detection-roc.png") for p in report.files)
+    rows = list(csv.DictReader((tmp_path / "leaderboard" / "detection.csv").open()))
+    badnet = next(r for r in rows if r["kind"] == "sample" and r["attack"] == "badnet")
+    assert float(badnet["auroc"]) > 0.95 and badnet["seeds"] == "2"
+    blended = next(r for r in rows if r["kind"] == "sample" and r["attack"] == "blended")
+    assert abs(float(blended["auroc"]) - 0.5) < 0.2
+    results, _ = read_detections(tmp_path)
+    models = {r["scope"]: r for r in model_rows(results)}
+    # 4 clean models (2 seeds x clean, clean fine-tuned), counted once though every attack's file lists them
+    assert models["all"]["clean"] == 4 and models["all"]["backdoored"] == 4
+    assert models["badnet"]["auroc"] == 1.0  # 0.9 above every clean score
+    # blended: 0.1 ties the clean 0.1 (half) and is below 0.12; 0.15 beats all four -> (0.5 + 0 + 1 + 1 ... ) / 8
+    assert models["blended"]["auroc"] == pytest.approx((0.5 + 0 + 0.5 + 0 + 1 + 1 + 1 + 1) / 8)
+    assert "## embedded: detection" in (tmp_path / "leaderboard" / "leaderboard.md").read_text()
+
+
+def test_the_bootstrap_loop_computes_the_same_metrics_as_scikit_learn():
+    from benchmark.detection import _curve_metrics, _point_metrics
+
+    rng = np.random.default_rng(7)
+    for n, rate in ((50, 0.2), (3000, 0.01)):
+        labels = rng.random(n) < rate
+        labels[0] = True
+        for scores in (rng.normal(size=n) + labels, np.round(rng.normal(size=n), 1)):  # the second with ties
+            a, b = _point_metrics(scores, labels, 0.01), _curve_metrics(scores, labels, 0.01)
+            assert a == pytest.approx(b, abs=1e-12)
