@@ -353,3 +353,81 @@ def test_the_bootstrap_loop_computes_the_same_metrics_as_scikit_learn():
         for scores in (rng.normal(size=n) + labels, np.round(rng.normal(size=n), 1)):  # the second with ties
             a, b = _point_metrics(scores, labels, 0.01), _curve_metrics(scores, labels, 0.01)
             assert a == pytest.approx(b, abs=1e-12)
+
+
+# ------------------------------------------------------------------- contracts and plugins
+FAST = {"decree": {"steps": 20, "shadow_size": 40}}
+
+
+@pytest.mark.parametrize("name", REGISTRY.names())
+def test_detector_contract(name):
+    from benchmark.detector_checks import check_detector
+
+    cls = REGISTRY.get(name)
+    check_detector(cls, cls.Config(**FAST.get(name, {})))
+
+
+def readme_detector(tmp_path):
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for block in text.split("```python\n")[1:]:
+        code = block.split("```", 1)[0]
+        if code.startswith("# my_detector.py"):
+            path = tmp_path / "my_detector.py"
+            path.write_text(code)
+            return path
+    raise AssertionError("the README's 'Add your own detector' has no '# my_detector.py' example")
+
+
+def test_the_readme_plugin_detector_loads_lists_and_passes_the_contract(tmp_path, capsys):
+    from benchmark.detector_checks import check_detector
+    from benchmark.registry import all_registries
+
+    path = readme_detector(tmp_path)
+    _, _, detectors = all_registries([str(path)])
+    cls = detectors.get("text_k_distance")
+    assert detectors.entry("text_k_distance").source == f"local {path}"
+    check_detector(cls)
+    scores = check_detector(cls, cls.Config(k=5))
+    # the 10 synthetic poisoned pairs share one caption: with k below 10, the example ranks them first
+    from benchmark.detector_checks import poisoned_pairs
+
+    assert detection_metrics(scores, poisoned_pairs().poisoned.numpy(), bootstrap=0)["auroc"] > 0.9
+
+
+def test_check_detector_names_a_broken_rule():
+    from benchmark import SampleDetector
+    from benchmark.detector_checks import check_detector
+
+    class Wrong(SampleDetector):
+        name = "wrong"
+        paper = "test"
+
+        def score(self, model, data, ctx):
+            return np.zeros(len(data) - 1)
+
+    with pytest.raises(ValueError, match="shape"):
+        check_detector(Wrong)
+
+    class Random(SampleDetector):
+        name = "unseeded"
+        paper = "test"
+
+        def score(self, model, data, ctx):
+            return np.random.default_rng().random(len(data))
+
+    with pytest.raises(AssertionError, match="seed every random draw"):
+        check_detector(Random)
+
+    class Mutating(SampleDetector):
+        name = "mutating"
+        paper = "test"
+
+        def score(self, model, data, ctx):
+            with torch.no_grad():
+                model.logit_scale.add_(1)
+            return np.zeros(len(data))
+
+    with pytest.raises(AssertionError, match="changed the model"):
+        check_detector(Mutating)
