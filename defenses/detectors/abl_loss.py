@@ -11,18 +11,25 @@ on the poisoned set under the suite's poisoned-training schedule (``ctx.schedule
 ``epochs`` epochs with the CLIP loss under LGA, then computes each pair's contrastive loss
 (the mean of its image->text and text->image cross-entropies, identical captions counted as
 positives as in training) in ``passes`` seeded random batchings of the training batch size,
-averaged; the score is the negated loss (higher = lower loss = more suspicious).
+averaged; the score is the negated loss (higher = lower loss = more suspicious; ``flag:
+lowest``, the paper's direction).
 
 Differences from the paper: ABL trains a classifier from scratch with cross-entropy for 20
 isolation epochs (CIFAR-10); here a pretrained CLIP is fine-tuned, so one epoch is "the first
 epochs" (the backdoored model of the benchmark trains 5); a pair's loss depends on the batch
 it is in, hence the averaged batchings. ``gamma`` is the paper's 0.5; ``gamma: null`` trains
 with the plain loss. The (backdoored) model passed to ``score`` is not used.
+
+Measured on the embedded default (fine-tuning a pretrained CLIP, 1% poison): after one epoch
+the poisoned pairs have the *highest* loss (their captions contradict what the clean model
+sees), the reverse of ABL's from-scratch premise, so the paper's direction ranks them last
+(AUROC far below 0.5); ``flag: highest`` scores ``+loss`` (see benchmark/METHODS.md).
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -37,6 +44,7 @@ class ABLLossConfig(DetectorConfig):
     epochs: int = 1  # isolation epochs (the paper: 20 from scratch on CIFAR-10)
     gamma: float | None = 0.5  # LGA loss floor (the paper's); None: plain loss
     passes: int = 2  # random batchings the per-pair loss is averaged over
+    flag: Literal["lowest", "highest"] = "lowest"  # which losses are suspicious (the paper: the lowest)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -104,7 +112,7 @@ class ABLLoss(SampleDetector):
                           for _ in range(self.config.passes)], axis=0)
         self._diag = {"isolation_loss_per_epoch": stats.loss_history, "isolation_steps": stats.steps,
                       "mean_pair_loss": float(losses.mean())}
-        return -losses
+        return -losses if self.config.flag == "lowest" else losses
 
     def diagnostics(self) -> dict:
         return dict(self._diag)

@@ -1,6 +1,7 @@
 """DECREE: model-level backdoor detection for (self-supervised / CLIP) image encoders by trigger inversion.
 
-Feng, Ma, Zhang, Jin, Tao, Li & Zhang: Detecting Backdoors in Pre-trained Encoders (CVPR 2023).
+Feng, Tao, Cheng, Shen, Xu, Liu, Zhang, Ma & Zhang: Detecting Backdoors in Pre-trained Encoders
+(CVPR 2023).
 A backdoored encoder maps every image carrying its trigger to nearly one embedding, so a small
 trigger suffices to make the embeddings of many clean images *collapse together*; a clean
 encoder needs a large one. DECREE inverts a mask ``m`` (H x W, in [0, 1]) and a pattern ``p``
@@ -77,7 +78,7 @@ def mean_pairwise_cosine(z: torch.Tensor) -> torch.Tensor:
 
 class DECREE(ModelDetector):
     name = "decree"
-    paper = "Feng, Ma, Zhang, Jin, Tao, Li, Zhang: Detecting Backdoors in Pre-trained Encoders (CVPR 2023)"
+    paper = "Feng, Tao, Cheng, Shen, Xu, Liu, Zhang, Ma, Zhang: Detecting Backdoors in Pre-trained Encoders (CVPR 2023)"
     Config = DECREEConfig
 
     def __init__(self, config=None, *, seed: int = 0):
