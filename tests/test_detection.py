@@ -1,4 +1,5 @@
 """Detection: metrics against known answers, the built-in detectors on constructed embeddings."""
+import math
 import numpy as np
 import pytest
 import torch
@@ -431,3 +432,67 @@ def test_check_detector_names_a_broken_rule():
 
     with pytest.raises(AssertionError, match="changed the model"):
         check_detector(Mutating)
+
+
+# ---------------------------------------------------------------------------- end to end
+QUICK = ["data.fraction=0.03", "poison_train.epochs=1", "poison_train.batch_size=64", "poison_train.warmup_steps=2",
+         "attack_common.poison_rate=0.05", "eval.batch_size=500", "detectors.decree.steps=15",
+         "detectors.decree.shadow_size=40", "detectors.abl_loss.passes=1"]
+
+
+def _run(tmp_path, *extra, sets=QUICK):
+    from benchmark.cli import main
+
+    args = ["run", "--results-dir", str(tmp_path / "results"), "--cache-dir", str(tmp_path / "cache"), "--quiet",
+            "--no-leaderboard", "--executor", "local", *extra]
+    for s in sets:
+        args += ["--set", s]
+    return main(args)
+
+
+def test_cli_runs_detectors_beside_defenses_and_resumes(tmp_path, capsys):
+    import json
+
+    from benchmark.detect_results import ground_truth
+
+    assert _run(tmp_path, "--attack", "badnet", "--defense", "none,detect_and_retrain", "--detector",
+                "dao,abl_loss,decree") == 0
+    out = capsys.readouterr().out
+    assert "sample detection" in out and "model detection (decree)" in out
+    files = sorted((tmp_path / "results").glob("*/_detection/badnet/*/seed-0.json"))
+    assert [f.parent.name for f in files] == ["abl_loss", "dao", "decree"]
+    dao = json.loads(files[1].read_text())
+    assert dao["kind"] == "detection" and dao["status"] == "ok" and dao["detector"]["kind"] == "sample"
+    manifest = json.loads(__import__("benchmark.cache", fromlist=["resolve_ref"]).resolve_ref(
+        dao["poison"]["manifest"], tmp_path / "cache").read_text())
+    assert dao["metrics"]["counts"]["positives"] == manifest["num_poisoned"] == int(ground_truth(manifest).sum())
+    assert 0 <= dao["metrics"]["auroc"] <= 1 and len(dao["metrics"]["intervals"]["auroc"]) == 2
+    decree = json.loads(files[2].read_text())
+    assert set(decree["models"]) == {"backdoored", "clean", "clean_finetuned"}
+    # the cell files are not mistaken for detection files, nor the other way round
+    from benchmark.results import iter_detection_results, iter_results
+
+    cells = list(iter_results(tmp_path / "results"))
+    assert sorted(c["defense"]["name"] for c in cells) == ["detect_and_retrain", "none"]
+    retrain = next(c for c in cells if c["defense"]["name"] == "detect_and_retrain")
+    assert retrain["diagnostics"]["detect_and_retrain"]["dropped"] == math.ceil(0.05 * manifest["num_samples"] - 1e-9)
+    assert len(list(iter_detection_results(tmp_path / "results"))) == 3
+    # a rerun computes nothing
+    assert _run(tmp_path, "--attack", "badnet", "--defense", "none,detect_and_retrain", "--detector",
+                "dao,abl_loss,decree") == 0
+    out = capsys.readouterr().out
+    assert "0 computed" in out and "3 detection result(s): 0 computed" in out
+
+
+def test_cli_refuses_an_unknown_detector(tmp_path, capsys):
+    assert _run(tmp_path, "--attack", "badnet", "--detector", "daoo") == 2
+    err = capsys.readouterr().err
+    assert "unknown detector 'daoo'" in err and "did you mean 'dao'" in err
+
+
+def test_clipbench_list_shows_the_detectors(capsys):
+    from benchmark.cli import main
+
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "detectors" in out and "decree" in out and "Detecting Backdoors in Pre-trained" in out
