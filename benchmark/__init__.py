@@ -103,7 +103,7 @@ from .registry import ATTACK_GROUP, DEFENSE_GROUP, DETECTOR_GROUP, is_plugin  # 
 from .train import NonFiniteLossError, TrainConfig, TrainStats, train  # noqa: E402
 
 _LAZY = {"check_attack": "benchmark.testing", "check_defense": "benchmark.testing",
-         "check_detector": "benchmark.detector_checks"}
+         "check_detector": "benchmark.testing"}
 
 
 def embedded_caption_phrases() -> tuple[str, ...]:
