@@ -462,7 +462,8 @@ def test_cli_runs_detectors_beside_defenses_and_resumes(tmp_path, capsys):
     files = sorted((tmp_path / "results").glob("*/_detection/badnet/*/seed-0.json"), key=lambda f: f.parent.name)
     assert [f.parent.name for f in files] == ["dao", "decree"]
     # --set detectors.decree.* changes decree's configuration only: dao's result is the suite's own
-    assert files[0].parts[-5] != files[1].parts[-5] and "detectors.decree" in files[1].parts[-5]
+    assert files[0].parts[-5] != files[1].parts[-5]
+    assert "detectors.decree.steps" in json.loads(files[1].read_text())["variant"]["settings"]
     dao = json.loads(files[0].read_text())
     assert dao["kind"] == "detection" and dao["status"] == "ok" and dao["detector"]["kind"] == "sample"
     manifest = json.loads(__import__("benchmark.cache", fromlist=["resolve_ref"]).resolve_ref(
@@ -496,4 +497,4 @@ def test_clipbench_list_shows_the_detectors(capsys):
 
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    assert "detectors" in out and "decree" in out and "Detecting Backdoors in Pre-trained" in out
+    assert "detectors" in out and "decree" in out and "CVPR 2023" in out and "│ model" in out
