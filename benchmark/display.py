@@ -135,7 +135,10 @@ def print_plan(session: Any, plan: Any, console: Console) -> Any:
     embedded = getattr(session.data.config, "source", None) == "embedded"
     # embedded: the decoded splits' sizes; external: from the configured limits, no data access
     costs = session.costs(plan, status.to_run, from_data=embedded)
-    table = Table(title=f"plan: {len(plan.cells)} cell(s), {len(status.finished_cells)} already finished")
+    detections = getattr(plan, "detections", [])
+    table = Table(title=f"plan: {len(plan.cells)} cell(s), {len(status.finished_cells)} already finished"
+                  + (f"; {len(detections)} detection result(s), {len(status.detections_finished)} already finished"
+                     if detections else ""))
     for col, just in (("stage", "left"), ("status", "left"), ("estimated", "right"), ("from", "left")):
         table.add_column(col, justify=just)  # type: ignore[arg-type]
     for node in status.cached:
