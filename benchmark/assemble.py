@@ -79,6 +79,8 @@ def diagnostics(cell: Cell, plan: Plan, executor: StageExecutor, m: dict, b: dic
         n = entry["poisoned_images"]
         named = entry["retrieved_poisoned"] + entry["retrieved_label_counts"].get(str(target), 0)
         out.setdefault("roclip_retrieval", []).append({**entry, "fraction_naming_target": named / n if n else None})
+    if isinstance(recorded.get("detect_and_retrain"), dict):  # what it dropped, and how much of it was poisoned
+        out["detect_and_retrain"] = dict(recorded["detect_and_retrain"])
     return out
 
 

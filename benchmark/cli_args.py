@@ -19,6 +19,9 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run attack x defense cells and print the CA/ASR matrix")
     r.add_argument("--attack", default="all", help="attack names, comma-separated, or 'all' (default)")
     r.add_argument("--defense", default="none", help="defense names, comma-separated, or 'all' (default: none)")
+    r.add_argument("--detector", default=None,
+                   help="detector names, comma-separated, or 'all': also score detection, one result per attack x "
+                        "detector x seed (default: none)")
     r.add_argument("--suite", default="embedded", help="suite name or YAML path (default: embedded)")
     r.add_argument("--seed", type=int, default=None, help="one seed (default 0)")
     r.add_argument("--seeds", default=None, help="several seeds, e.g. 0,1,2")
@@ -42,16 +45,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-leaderboard", dest="leaderboard", action="store_false",
                    help="do not regenerate <results-dir>/leaderboard at the end")
     r.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE:CLASS|FILE.py",
-                   help="also load an attack/defense from module:Class or every one a .py file defines (repeatable)")
+                   help="also load an attack/defense/detector from module:Class or every one a .py file defines "
+                        "(repeatable)")
     w = r.add_mutually_exclusive_group()
     w.add_argument("--wait", dest="wait", action="store_true", default=True,
                    help="if another run uses the results directory, wait for it (default)")
     w.add_argument("--no-wait", dest="wait", action="store_false",
                    help="if another run uses the results directory, refuse at once (exit 75)")
 
-    ls = sub.add_parser("list", help="list attacks and defenses with their sources")
+    ls = sub.add_parser("list", help="list attacks, defenses and detectors with their sources")
     ls.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE:CLASS|FILE.py",
-                    help="also load an attack/defense from module:Class or a .py file (repeatable)")
+                    help="also load an attack/defense/detector from module:Class or a .py file (repeatable)")
     lb = sub.add_parser("leaderboard", help="build the static leaderboard site (HTML, CSV, Markdown) from result files")
     lb.add_argument("--results-dir", default=None, type=Path,
                     help="where the cell JSON files are (default: clipbench run's, $CLIPBENCH_RESULTS or "

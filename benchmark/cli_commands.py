@@ -79,20 +79,22 @@ def cmd_preview(args: argparse.Namespace, console: Console) -> int:
 def cmd_list(args: argparse.Namespace, console: Console) -> int:
     from rich.markup import escape
 
-    from .registry import DISABLE_ENV, plugins_disabled, registries
+    from .registry import DISABLE_ENV, all_registries, plugins_disabled
 
     if plugins_disabled():
         console.print(f"(installed plugins are not loaded: {DISABLE_ENV} is set)")
-    for reg in registries(args.plugins):
+    for reg in all_registries(args.plugins):
         reg.try_load_all()
-        table = Table(title=f"{reg.kind}s")
-        for col in ("name", "source", "paper / status"):
+        detectors = reg.kind == "detector"
+        table = Table(title=f"{reg.kind}s" + (" (sample: scores training pairs; model: scores encoders)" if detectors else ""))
+        for col in ("name", *(("kind",) if detectors else ()), "source", "paper / status"):
             table.add_column(col)
         for e in reg.entries():
             status = f"[red]{escape(e.error)}[/]" if e.error else escape(getattr(e.loaded, "paper", ""))
             if e.conflicts:
                 status = f"[red]conflict: {escape(e.target)} ({escape(e.source)}) and {escape(', '.join(e.conflicts))}[/]"
-            table.add_row(e.name, escape(e.source), status)
+            kind = getattr(getattr(e.loaded, "kind", None), "value", "?")
+            table.add_row(e.name, *((kind,) if detectors else ()), escape(e.source), status)
         console.print(table)
         for problem in reg.problems:
             console.print(f"[red]{reg.kind} plugin problem:[/] {problem}", highlight=False)

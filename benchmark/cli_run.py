@@ -88,7 +88,7 @@ def plan_run(args: argparse.Namespace, console: Console) -> tuple[Any, Any, Any]
     seeds, choice = seeds_of(args), executor_choice(args)
     session = Session.open(args.suite, args.overrides, args.plugins, args.cache_dir, distributed=True,
                            reporter=Reporter(enabled=not args.quiet, console=console))
-    plan = session.plan(args.attack, args.defense, seeds, args.results_dir)
+    plan = session.plan(args.attack, args.defense, seeds, args.results_dir, detectors=getattr(args, "detector", None))
     _check_writable(args.results_dir)
     if session.is_main:
         _schedule_notes(plan)
@@ -98,13 +98,19 @@ def plan_run(args: argparse.Namespace, console: Console) -> tuple[Any, Any, Any]
 def report_run(report: Any, plan: Any, args: argparse.Namespace, console: Console) -> None:
     """After a run (rank 0): the CA/ASR matrix, how many cells were computed and where their
     results are, and the regenerated leaderboard (unless ``--no-leaderboard``)."""
-    from .display import format_matrix
+    from .display import format_detection, format_matrix
 
     format_matrix(report.results, console)
     folders = ", ".join(dict.fromkeys(f"{args.results_dir}/{c.variant}/" for c in plan.cells))
     console.print(f"{len(plan.cells)} cell(s): {len(plan.cells) - report.skipped_cells} computed, "
                   f"{report.skipped_cells} already finished (their results reused); results in {folders}",
                   highlight=False, soft_wrap=True)
+    if plan.detections:
+        format_detection(report.detections, console)
+        folders = ", ".join(dict.fromkeys(f"{args.results_dir}/{c.variant}/_detection/" for c in plan.detections))
+        console.print(f"{len(plan.detections)} detection result(s): {len(plan.detections) - report.skipped_detections} "
+                      f"computed, {report.skipped_detections} already finished; results in {folders}",
+                      highlight=False, soft_wrap=True)
     if args.leaderboard:
         _regenerate_leaderboard(args.results_dir, console)
 

@@ -78,8 +78,11 @@ def _run_defense(defense_cls, config, seed: int, data: TensorPairs, hooks: list 
     if hooks is not None:
         _record_hooks(defense, hooks)
     model = create_model(ModelConfig(arch="clipbench-micro-rn"), seed=0)
+    # a defense that reads the undefended poisoned model (detect_and_retrain) gets a fresh micro CLIP for it
+    poisoned_model = ((lambda: create_model(ModelConfig(arch="clipbench-micro-rn"), seed=1).eval())
+                      if getattr(defense_cls, "needs_poisoned_model", False) else None)
     stats = apply_defense(defense, model, seed, class_names=tuple(data.class_names), poisoned=data, clean=data,
-                          schedule=getattr(config, "train", None))
+                          schedule=getattr(config, "train", None), poisoned_model=poisoned_model)
     return model, stats
 
 

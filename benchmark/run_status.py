@@ -81,6 +81,9 @@ class PlanStatus:
     cached: list[Node]  # needed stages already in the cache
     to_run: list[Node]  # needed stages to compute, in DAG order
     found: list[Found] = field(default_factory=list)  # ok results in a cell's place that are not reused
+    #: detection results (benchmark.plan.DetectionCell): finished ones with their content, and those to write
+    detections_finished: list[tuple[Any, dict[str, Any]]] = field(default_factory=list)
+    detections_todo: list[Any] = field(default_factory=list)
 
     @property
     def finished_cells(self) -> list[Cell]:
@@ -110,8 +113,12 @@ def plan_status(plan: Plan, executor: StageExecutor) -> PlanStatus:
             other = read_result(cell.result_path)
             if other is not None and other.get("status") == "ok":
                 found.append(_found(cell, other))
-    needed = plan.needed({k for c in todo for k in (c.eval_key, c.baseline_key, c.clean_key)})
+    from .detect_run import detection_status
+
+    detections_done, detections_todo = detection_status(plan)
+    needed = plan.needed({k for c in todo for k in (c.eval_key, c.baseline_key, c.clean_key)}
+                         | {k for d in detections_todo for k in d.keys})
     cached, to_run = [], []
     for node in needed:
         (cached if executor.done(node) else to_run).append(node)
-    return PlanStatus(done, todo, cached, to_run, found)
+    return PlanStatus(done, todo, cached, to_run, found, detections_done, detections_todo)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .assemble import assemble, defense_training, diagnostics, git_commit, provenance  # noqa: F401
+from .detect_run import write_detection
 from .plan import Cell, Plan
 from .results import write_result
 from .run_status import Found, PlanStatus, finished, plan_status, set_aside  # noqa: F401
@@ -31,6 +32,8 @@ class RunReport:
     ran: list[str] = field(default_factory=list)  # node labels computed now
     skipped_cells: int = 0
     failed: list[str] = field(default_factory=list)
+    detections: list[dict[str, Any]] = field(default_factory=list)  # detection results (benchmark.detect_results)
+    skipped_detections: int = 0
 
 
 
@@ -63,14 +66,17 @@ def run_plan(plan: Plan, executor: StageExecutor, workers: Any = None, worker_sp
             if found.destination is not None:
                 found.destination = set_aside(found)
             executor.reporter.warn(found.message(done=True))
-    report = RunReport(results=[r for _, r in status.finished], skipped_cells=len(status.finished))
+    report = RunReport(results=[r for _, r in status.finished], skipped_cells=len(status.finished),
+                       detections=[r for _, r in status.detections_finished],
+                       skipped_detections=len(status.detections_finished))
     todo = list(status.todo_cells)
     pending = {n.key: n for n in status.to_run}
     failures: dict[str, tuple[BaseException, str]] = {}
     waiting = list(todo)
+    detections_waiting = list(status.detections_todo)
 
-    def flush() -> None:  # write every cell whose evaluations are resolved
-        nonlocal waiting
+    def flush() -> None:  # write every cell (and detection result) whose stages are resolved
+        nonlocal waiting, detections_waiting
         still = []
         for cell in waiting:
             keys = (cell.eval_key, cell.baseline_key, cell.clean_key)
@@ -80,6 +86,17 @@ def run_plan(plan: Plan, executor: StageExecutor, workers: Any = None, worker_sp
                 continue
             _write(cell, plan, executor, report, err)
         waiting = still
+        still_detections = []
+        for cell in detections_waiting:
+            err = next((failures[k] for k in cell.keys if k in failures), None)
+            if err is None and any(k in pending for k in cell.keys):
+                still_detections.append(cell)
+                continue
+            report.detections.append(write_detection(cell, plan, executor, err))
+            if err is not None:
+                report.failed.append(f"{cell.attack}/detector {cell.detector} seed={cell.seed}: "
+                                     f"{type(err[0]).__name__}: {err[0]}")
+        detections_waiting = still_detections
 
     children: dict[str, list[str]] = {k: [] for k in pending}
     missing = {k: 0 for k in pending}

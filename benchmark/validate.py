@@ -4,7 +4,7 @@
 one line each, naming the problem and the fix. The CLI prints them all and exits 2
 before any stage ran and before any result, lock or cache file was written. Checked:
 
-- list options: ``--attack``, ``--defense`` (no empty items, no name twice, ``all`` alone,
+- list options: ``--attack``, ``--defense``, ``--detector`` (no empty items, no name twice, ``all`` alone,
   known names) and ``--seed`` / ``--seeds`` (non-negative integers, each once);
 - ``--jobs``, ``--gpus-per-task``, ``--executor`` under torchrun, ``--results-dir`` and
   ``--cache-dir`` (writable; probed without creating them);
@@ -47,6 +47,8 @@ def check_run(args: Any) -> Findings:
     seeds = parse_seeds(args.seed, args.seeds, findings)
     attack_names = split_names(args.attack, "--attack", "attack", findings)
     defense_names = split_names(args.defense, "--defense", "defense", findings)
+    detector_names = (split_names(args.detector, "--detector", "detector", findings)
+                      if getattr(args, "detector", None) is not None else [])
     if args.jobs is not None and args.jobs < 1:
         findings.add(f"--jobs {args.jobs} must be at least 1")
     if args.gpus_per_task is not None and args.gpus_per_task < 0:
@@ -64,12 +66,16 @@ def check_run(args: Any) -> Findings:
             findings.add(problem)
 
     suite = load_checked_suite(args.suite, list(args.overrides), findings)
-    attacks_reg, defenses_reg = registries_with_plugins(list(args.plugins), findings)
+    from .registry import detector_registry
+
+    detectors_reg = detector_registry()
+    attacks_reg, defenses_reg = registries_with_plugins(list(args.plugins), findings, detectors_reg)
     attacks = selected_methods(attacks_reg, attack_names, findings)
     defenses = selected_methods(defenses_reg, defense_names, findings)
+    detectors = selected_methods(detectors_reg, detector_names, findings)
     if suite is None:
         return findings
-    section_problems(suite, attacks_reg, defenses_reg, findings)
+    section_problems(suite, attacks_reg, defenses_reg, findings, detectors_reg)
 
     needs_data: list[str] = []
     model_bad, weights = model_problems(suite.model)
@@ -95,6 +101,7 @@ def check_run(args: Any) -> Findings:
     if image_shape is not None:  # an unknown architecture has no input size to check triggers against
         method_problems(suite, attacks_reg, "attacks", attacks, seeds, image_shape, bundle, findings)
     method_problems(suite, defenses_reg, "defenses", defenses, seeds, image_shape, bundle, findings)
+    method_problems(suite, detectors_reg, "detectors", detectors, seeds, image_shape, bundle, findings)
     for p in needs_data:
         if args.dry_run:
             line = " ".join(p.split())

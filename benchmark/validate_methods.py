@@ -91,14 +91,16 @@ def _full_key(message: str, section: str, name: str, fields: set[str]) -> str:
 
 
 # ------------------------------------------------------------------------------ methods
-def registries_with_plugins(plugins: list[str], findings: Findings):
+def registries_with_plugins(plugins: list[str], findings: Findings, detectors: Any = None):
+    """The attack and defense registries with ``plugins`` loaded (problems filed); a given
+    ``detectors`` registry receives the plugins' detectors."""
     from .plugins import load_plugins
     from .registry import RegistryError, attack_registry, defense_registry
 
     attacks, defenses = attack_registry(), defense_registry()
     for spec in plugins:
         try:
-            load_plugins([spec], attacks=attacks, defenses=defenses)
+            load_plugins([spec], attacks=attacks, defenses=defenses, detectors=detectors)
         except RegistryError as exc:
             findings.add(str(exc))
         except Exception as exc:  # noqa: BLE001 - a plugin's import can raise anything
@@ -124,10 +126,10 @@ def selected_methods(reg: Any, names: list[str], findings: Findings) -> list[str
     return out
 
 
-def section_problems(suite: Any, attacks: Any, defenses: Any, findings: Findings) -> None:
+def section_problems(suite: Any, attacks: Any, defenses: Any, findings: Findings, detectors: Any = None) -> None:
     import difflib
 
-    for section, reg in (("attacks", attacks), ("defenses", defenses)):
+    for section, reg in (("attacks", attacks), ("defenses", defenses), *((("detectors", detectors),) if detectors else ())):
         for name in getattr(suite, section) or {}:
             if name not in reg:
                 close = difflib.get_close_matches(name, reg.names(), n=1, cutoff=0.5)
@@ -144,7 +146,8 @@ def method_problems(suite: Any, reg: Any, section: str, names: list[str], seeds:
 
     for name in names:
         cls = reg.get(name)
-        overrides = suite.attack_overrides(name) if section == "attacks" else suite.defense_overrides(name)
+        overrides = {"attacks": suite.attack_overrides, "defenses": suite.defense_overrides,
+                     "detectors": suite.detector_overrides}[section](name)
         try:
             config = from_dict(cls.Config, overrides, prefix=f"{section}.{name}.")
         except ConfigError as exc:
