@@ -249,7 +249,7 @@ class TACleanerObjective(CleanCLIPObjective):
         img, txt, caps = e["img"], e["txt"], e["captions"]  # the global batch (one process: the batch)
         offset = int(e.get("offset", 0))
         gather = ctx.all_gather if ctx is not None else (lambda x: x)
-        counts = gather(torch.tensor([float(len(rows))], dtype=img.dtype, device=img.device))
+        counts = gather(torch.tensor([float(len(rows))], dtype=torch.float32, device=img.device))
         total_rows = int(round(float(counts.sum())))
         if total_rows == 0:  # the same decision on every rank: the counts are global
             return None, 0
