@@ -9,12 +9,16 @@ Versioning: :data:`API_VERSION` is ``"MAJOR.MINOR"``. A minor bump adds names or
 arguments; a major bump removes or changes one. A plugin written against ``1.x`` works
 with every ``1.y`` (y >= x).
 
-The API (version 1.4; 1.1 added :class:`DefenseStage`, :func:`to_uint8` and
+The API (version 1.4; 1.4 added the detectors: :class:`Detector`, :class:`SampleDetector`,
+:class:`ModelDetector`, :class:`DetectorKind`, :class:`DetectorConfig`,
+:class:`DetectionContext`, the tools :func:`image_embeddings`, :func:`neighbour_distances`,
+:func:`lid_mle`, :func:`detection_metrics`, :func:`top_fraction`, :func:`make_detector`,
+:func:`check_detector` and the entry-point group ``clipbench.detectors``; 1.1 added :class:`DefenseStage`, :func:`to_uint8` and
 :func:`zero_shot_weights`; 1.2 :func:`embedded_caption_phrases`, and ``AttackConfig.target``
 no longer defaults to a class of the embedded data: it comes from the suite; 1.3 added
 ``ClipModel.image_tower`` / ``text_tower`` / ``text_frozen``, the :class:`Objective` hooks
 ``on_train_start`` and ``on_step_end``, and records ``LossOutput.parts``, ``paper`` and the
-schedule in every result; 1.4 added optimised triggers (``Attack.optimised_trigger``,
+schedule in every result; 1.4 also added optimised triggers (``Attack.optimised_trigger``,
 ``trigger_spec``, ``optimise_trigger``, ``load_trigger``, ``load_trigger_params``: the
 engine's cached ``trigger`` stage), ``Attack.allowed_poison_captions``,
 ``Defense.image_views`` and :func:`defense_image_views` (adaptive attacks' EOT)):
@@ -28,6 +32,15 @@ Methods
     ``defense_common.train`` replaces the method's own default, see the README's "Add your
     own defense"), :class:`DefenseContext`, :class:`DefenseStage` (when a defense
     acts: ``NONE``, ``TRAINING``, ``POST_TRAINING``; ``Stage`` is its deprecated 1.0 name).
+Detectors
+    :class:`SampleDetector` (``score(model, data, ctx)``: one score per training pair, higher =
+    more likely poisoned), :class:`ModelDetector` (``score(model, ctx)``: one score per encoder,
+    higher = more likely backdoored), both :class:`Detector` s (``name``, ``kind``: a
+    :class:`DetectorKind`, ``paper``, ``Config``: a :class:`DetectorConfig`), with a
+    :class:`DetectionContext`; tools: :func:`image_embeddings`, :func:`neighbour_distances`,
+    :func:`lid_mle`; metrics: :func:`detection_metrics` (AUROC, AUPRC, TPR at 1% FPR with
+    bootstrap intervals); :func:`top_fraction`, :func:`make_detector` (a registered detector,
+    configured).
 Training
     :class:`Objective` (a batch -> :class:`LossOutput` ``(loss, parts)``; the hooks
     ``on_train_start(model, ctx)`` once before the optimiser is built, ``on_epoch_start(model,
@@ -49,11 +62,11 @@ Configs
     :class:`ConfigError` and :func:`check` (``check(cond, key, value, fix)`` in a
     ``__post_init__`` or ``validate``: a one-line error naming the key and the fix).
 Contract tests (for plugin authors' own test suites)
-    :func:`check_attack`, :func:`check_defense` (from :mod:`benchmark.testing`, imported
+    :func:`check_attack`, :func:`check_defense`, :func:`check_detector` (from :mod:`benchmark.testing`, imported
     on first use so that importing ``benchmark`` stays light).
 Plugins
-    :func:`is_plugin`; the entry-point groups ``clipbench.attacks`` and
-    ``clipbench.defenses`` (see :mod:`benchmark.registry` and the README's "Add your own
+    :func:`is_plugin`; the entry-point groups ``clipbench.attacks``,
+    ``clipbench.defenses`` and ``clipbench.detectors`` (see :mod:`benchmark.registry` and the README's "Add your own
     defense").
 """
 __version__ = "0.1.0"
@@ -67,19 +80,34 @@ from .api import (  # noqa: E402
     DefenseConfig,
     DefenseContext,
     DefenseStage,
+    DetectionContext,
+    Detector,
+    DetectorConfig,
+    DetectorKind,
+    ModelDetector,
     PoisonedSet,
+    SampleDetector,
     Stage,
 )
 from .config import ConfigError, check  # noqa: E402
 from .data.dataset import Batch, TensorPairs, to_uint8  # noqa: E402
 from .evaluate import zero_shot_weights  # noqa: E402
 from .losses import ClipObjective, LossOutput, Objective, StepContext, caption_targets, clip_loss, info_nce  # noqa: E402
-from .models import ClipModel  # noqa: E402
+from .clip_model import ClipModel  # noqa: E402
 from .progress import Reporter  # noqa: E402
-from .registry import ATTACK_GROUP, DEFENSE_GROUP, is_plugin  # noqa: E402
+from .detection import (  # noqa: E402
+    detection_metrics,
+    image_embeddings,
+    lid_mle,
+    make_detector,
+    neighbour_distances,
+    top_fraction,
+)
+from .registry import ATTACK_GROUP, DEFENSE_GROUP, DETECTOR_GROUP, is_plugin  # noqa: E402
 from .train import NonFiniteLossError, TrainConfig, TrainStats, train  # noqa: E402
 
-_LAZY = {"check_attack": "benchmark.testing", "check_defense": "benchmark.testing"}
+_LAZY = {"check_attack": "benchmark.testing", "check_defense": "benchmark.testing",
+         "check_detector": "benchmark.testing"}
 
 
 def embedded_caption_phrases() -> tuple[str, ...]:
@@ -123,7 +151,7 @@ def defense_image_views(name: str):
 
 
 def __getattr__(name: str):
-    """``check_attack`` / ``check_defense`` are imported from :mod:`benchmark.testing` on first use."""
+    """``check_attack`` / ``check_defense`` / ``check_detector`` are imported from :mod:`benchmark.testing` on first use."""
     if name in _LAZY:
         import importlib
 
@@ -135,7 +163,9 @@ def __getattr__(name: str):
 
 __all__ = [
     "API_VERSION", "ATTACK_GROUP", "Attack", "AttackConfig", "AttackContext", "Batch", "ClipModel", "ClipObjective",
-    "ConfigError", "DEFENSE_GROUP", "Defense", "DefenseConfig", "DefenseContext", "LossOutput", "NonFiniteLossError",
+    "ConfigError", "DEFENSE_GROUP", "DETECTOR_GROUP", "Defense", "DefenseConfig", "DefenseContext", "DetectionContext",
+    "Detector", "DetectorConfig", "DetectorKind", "ModelDetector", "SampleDetector", "check_detector", "detection_metrics",
+    "image_embeddings", "lid_mle", "make_detector", "neighbour_distances", "top_fraction", "LossOutput", "NonFiniteLossError",
     "Objective", "PoisonedSet", "Reporter", "DefenseStage", "Stage", "StepContext", "TensorPairs", "TrainConfig", "TrainStats",
     "caption_targets", "check", "defense_image_views", "embedded_caption_phrases", "to_uint8", "zero_shot_weights", "check_attack", "check_defense", "clip_loss", "info_nce", "is_plugin", "train",
     "__version__",

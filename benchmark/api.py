@@ -5,7 +5,9 @@ class API per kind of method (BackdoorBox style):
 
 - :class:`Attack`: a fixed trigger ``apply(images)`` and ``poison(data, ctx)``;
 - :class:`Defense`: a :class:`DefenseStage` and either ``objective(ctx)`` (the loss used while
-  training) or a full ``defend(model, ctx)``.
+  training) or a full ``defend(model, ctx)``;
+- :class:`Detector` (:mod:`benchmark.detector_api`): ``score`` of every training pair
+  (:class:`SampleDetector`) or of an encoder (:class:`ModelDetector`), higher = more suspicious.
 
 Each method declares a typed ``Config`` dataclass whose defaults are its paper's.
 """
@@ -23,7 +25,7 @@ from .data.captions import ZERO_SHOT_TEMPLATES, target_captions
 from .data.dataset import TensorPairs, to_uint8
 from .data.digest import pairs_digest
 from .losses import ClipObjective, Objective
-from .models import ClipModel
+from .clip_model import ClipModel
 from .progress import Reporter
 from .train import TrainConfig, TrainStats, train
 
@@ -274,6 +276,13 @@ class DefenseContext:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     reporter: Reporter = field(default_factory=lambda: Reporter(enabled=False))
     stage_name: str = "defense"
+    #: API 1.4: the undefended model trained on ``train_data`` (loaded on demand), for training-stage
+    #: defenses that declare ``needs_poisoned_model`` (detect-and-retrain scores pairs with it)
+    poisoned_model: Callable[[], ClipModel] | None = None
+    #: API 1.4: the schedule a training-stage defense trains under (the suite's ``poison_train``)
+    schedule: TrainConfig | None = None
+    #: API 1.4: a fresh copy of the clean model a training-stage defense starts from (loaded on demand)
+    start_model: Callable[[], ClipModel] | None = None
 
 
 class Defense:
@@ -290,6 +299,9 @@ class Defense:
     paper: ClassVar[str] = ""
     Config: ClassVar[type[DefenseConfig]] = DefenseConfig
     version: ClassVar[str] = "1"
+    #: API 1.4: a training-stage defense that reads the undefended poisoned model
+    #: (``ctx.poisoned_model``) sets this; the plan then trains that model first
+    needs_poisoned_model: ClassVar[bool] = False
 
     def __init__(self, config: DefenseConfig | None = None, *, seed: int = 0):
         self.config = config if config is not None else self.Config()
@@ -306,6 +318,16 @@ class Defense:
         API 1.4."""
         return None
 
+    def training_data(self, data: TensorPairs, ctx: DefenseContext) -> TensorPairs:
+        """API 1.4: the pairs a training-stage defense trains on (default: all of ``data``, the
+        poisoned set); a data-filtering defense returns a subset (``data.subset(keep)``)."""
+        return data
+
+    def diagnostics(self) -> dict[str, Any]:
+        """API 1.4: what the defense itself measured (JSON-able), recorded with the trained model
+        beside its objective's diagnostics; ``{}`` by default."""
+        return {}
+
     def defend(self, model: ClipModel, ctx: DefenseContext) -> TrainStats | None:
         """Fine-tune ``model`` in place (post-training defenses)."""
         if self.stage is not DefenseStage.POST_TRAINING:
@@ -314,3 +336,7 @@ class Defense:
             raise ValueError(f"defense {self.name!r} needs a clean fine-tuning set")
         return train(model, ctx.clean_data, self.objective(ctx), self.config.train, seed=self.seed,
                      device=ctx.device, stage=ctx.stage_name, reporter=ctx.reporter)
+
+
+# detectors (API 1.4): defined in benchmark.detector_api, part of this public API
+from .detector_api import DetectionContext, Detector, DetectorConfig, DetectorKind, ModelDetector, SampleDetector  # noqa

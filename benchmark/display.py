@@ -63,6 +63,58 @@ def format_matrix(results: list[dict], console: Console) -> None:
         console.print(seeds_table)
 
 
+def format_detection(results: list[dict], console: Console) -> None:
+    """Print the detection results of a run: per attack x sample detector, AUROC and TPR at 1% FPR
+    (one seed: [95% bootstrap interval]; several: mean ± std over seeds), then each model
+    detector's AUROC over every model it scored."""
+    import statistics
+
+    from .detect_results import model_detection_summary
+
+    ok = [r for r in results if r.get("status") == "ok"]
+    failed = [r for r in results if r.get("status") != "ok"]
+    sample = [r for r in ok if r["detector"]["kind"] == "sample"]
+    if sample:
+        attacks = list(dict.fromkeys(r["attack"]["name"] for r in sample))
+        detectors = list(dict.fromkeys(r["detector"]["name"] for r in sample))
+        nseeds = len({r["seed"] for r in sample})
+        table = Table(title=f"sample detection: AUROC / TPR@1%FPR, {nseeds} seed(s)"
+                      + (", mean ± std" if nseeds > 1 else ", [95% bootstrap]"))
+        table.add_column("attack")
+        for d in detectors:
+            table.add_column(d, justify="right")
+
+        def show(runs: list[dict], key: str) -> str:
+            values = [float(r["metrics"][key]) for r in runs]
+            if len(values) == 1:
+                lo, hi = runs[0]["metrics"]["intervals"].get(key, [None, None])
+                return f"{values[0]:.3f}" + (f" [{lo:.2f}, {hi:.2f}]" if lo is not None else "")
+            return f"{statistics.fmean(values):.3f}±{statistics.stdev(values):.3f}"
+
+        for a in attacks:
+            row = [a]
+            for d in detectors:
+                runs = [r for r in sample if r["attack"]["name"] == a and r["detector"]["name"] == d]
+                row.append(f"{show(runs, 'auroc')} / {show(runs, 'tpr_at_fpr')}" if runs else "–")
+            table.add_row(*row)
+        console.print(table)
+    model = [r for r in ok if r["detector"]["kind"] == "model"]
+    for d in dict.fromkeys(r["detector"]["name"] for r in model):
+        summary = model_detection_summary([r for r in model if r["detector"]["name"] == d])
+        if summary is None:
+            continue
+        table = Table(title=f"model detection ({d}): AUROC over models, backdoored vs clean and clean fine-tuned")
+        for col in ("backdoored models of", "models (backdoored / clean)", "AUROC [95% bootstrap]"):
+            table.add_column(col, justify="left" if col.startswith("back") else "right")
+        for scope, m in [("every attack", summary["all"]), *summary["per_attack"].items()]:
+            lo, hi = m["intervals"]["auroc"]
+            table.add_row(scope, f"{m['counts']['positives']} / {m['counts']['negatives']}",
+                          f"{m['auroc']:.3f} [{lo:.2f}, {hi:.2f}]")
+        console.print(table)
+    for r in failed:
+        console.print(f"[red]detection failed[/] {r['attack']['name']}/{r['detector']['name']} seed={r['seed']}: "
+                      f"{(r.get('error') or {}).get('message', '')}", highlight=False)
+
 
 def _duration(seconds: float) -> str:
     if seconds < 90:
@@ -74,7 +126,7 @@ def _duration(seconds: float) -> str:
 
 def print_plan(session: Any, plan: Any, console: Console) -> Any:
     """``clipbench run --dry-run``: stages to run, cache hits and the estimated cost; returns the
-    :class:`~benchmark.runner.PlanStatus`."""
+    :class:`~benchmark.run_status.PlanStatus`."""
     from .executors import available_cores
 
     status = session.status(plan)
@@ -83,7 +135,10 @@ def print_plan(session: Any, plan: Any, console: Console) -> Any:
     embedded = getattr(session.data.config, "source", None) == "embedded"
     # embedded: the decoded splits' sizes; external: from the configured limits, no data access
     costs = session.costs(plan, status.to_run, from_data=embedded)
-    table = Table(title=f"plan: {len(plan.cells)} cell(s), {len(status.finished_cells)} already finished")
+    detections = getattr(plan, "detections", [])
+    table = Table(title=f"plan: {len(plan.cells)} cell(s), {len(status.finished_cells)} already finished"
+                  + (f"; {len(detections)} detection result(s), {len(status.detections_finished)} already finished"
+                     if detections else ""))
     for col, just in (("stage", "left"), ("status", "left"), ("estimated", "right"), ("from", "left")):
         table.add_column(col, justify=just)  # type: ignore[arg-type]
     for node in status.cached:

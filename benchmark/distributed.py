@@ -147,6 +147,16 @@ def all_reduce_with_grad(x: torch.Tensor) -> torch.Tensor:
     return _AllReduceWithGrad.apply(x) if is_distributed() else x
 
 
+def local_rows(n: int) -> tuple[int, int]:
+    """``(offset, total)``: this rank's ``n`` rows start at ``offset`` in :func:`gather_with_grad`'s
+    output of ``total`` rows (``(0, n)`` on one process)."""
+    if not is_distributed():
+        return 0, n
+    sizes: list[Any] = [None] * world_size()
+    dist.all_gather_object(sizes, int(n))
+    return sum(sizes[: rank()]), sum(sizes)
+
+
 def gather_list(items: Sequence[Any]) -> list[Any]:
     """Concatenation of every rank's list, in rank order (identity on one process)."""
     if not is_distributed():

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from scipy.stats import binomtest
 
 from .data.dataset import TensorPairs, to_uint8
-from .models import ClipModel
+from .clip_model import ClipModel
 
 
 @dataclass

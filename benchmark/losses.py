@@ -14,14 +14,14 @@ restores the papers' one-hot targets.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 import torch.nn.functional as F
 
 if TYPE_CHECKING:
     from .data.dataset import Batch
-    from .models import ClipModel
+    from .clip_model import ClipModel
 
 
 def caption_targets(captions: Sequence[str], device: torch.device | str = "cpu") -> torch.Tensor:
@@ -65,11 +65,24 @@ class StepContext:
 
         return gather_with_grad(x)
 
-    def all_captions(self, captions: Sequence[str]) -> list[str]:
-        """The captions of the global batch, in the order of :meth:`all_gather`."""
+    def all_captions(self, captions: Sequence[Any]) -> list[Any]:
+        """The captions (or any picklable per-sample items, e.g. sample ids) of the global
+        batch, in the order of :meth:`all_gather`."""
         from .distributed import gather_list
 
         return gather_list(captions)
+
+    def local_rows(self, n: int) -> tuple[int, int]:
+        """``(offset, total)``: where this rank's ``n`` rows sit in :meth:`all_gather`'s output
+        of the ``total``-row global batch (``(0, n)`` on one process).
+
+        Per-sample randomness must be drawn for the global batch and sliced with it (see
+        ``defenses.image_augment``), and an objective that picks rows of the gathered
+        features (TA-Cleaner) must offset its local row numbers by ``offset``.
+        """
+        from .distributed import local_rows
+
+        return local_rows(n)
 
 
 @dataclass

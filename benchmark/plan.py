@@ -4,8 +4,11 @@ Stages (``Node.kind``): ``pretrain`` (once per seed, shared by every cell), ``tr
 (only for attacks whose trigger is optimised on the clean model, BadCLIP: the trigger
 itself, read by the attack's poison and evaluation stages), ``poison``
 (the attack's poisoned training set), ``train`` (poisoned training with the plain CLIP
-loss, or with a training-stage defense's objective), ``defend`` (a post-training defense
-fine-tunes the backdoored model) and ``evaluate``. A node's key hashes its kind, its
+loss, or with a training-stage defense's objective; with ``"clean": true``, the same
+schedule on the clean training split: the clean fine-tuned model that model detectors are
+scored against), ``defend`` (a post-training defense fine-tunes the backdoored model),
+``evaluate`` and ``detect`` (a sample detector scores every pair of a poisoned set with its
+backdoored model, or a model detector scores one model). A node's key hashes its kind, its
 resolved config and its inputs' keys, so a backdoored model is trained once and reused
 by every post-training defense, and changing any trigger parameter changes every key
 downstream of it.
@@ -25,6 +28,7 @@ from .api import Attack, Defense, DefenseStage
 from .config import config_hash, to_dict
 from .data.sources import DataBundle
 from .registry import Registry
+from .detect_plan import DetectionCell, detection_cell
 from .results import cell_identity, cell_path, variant_name, variant_settings
 from .suite import SuiteConfig
 
@@ -70,6 +74,7 @@ class Plan:
     suite: SuiteConfig
     nodes: dict[str, Node] = field(default_factory=dict)
     cells: list[Cell] = field(default_factory=list)
+    detections: list[DetectionCell] = field(default_factory=list)
 
     def add(self, kind: str, label: str, deps: tuple[str, ...], spec: dict[str, Any]) -> str:
         key = config_hash({"v": STAGE_VERSION, "kind": kind, "deps": deps, "spec": spec})
@@ -161,9 +166,10 @@ def trigger_stage(plan: Plan, suite: SuiteConfig, data: DataBundle, attack_name:
 
 def make_plan(suite: SuiteConfig, data: DataBundle, attacks: list[str], defenses: list[str], seeds: list[int],
               attack_registry: Registry, defense_registry: Registry, results_dir: Path,
-              own: SuiteConfig | None = None) -> Plan:
-    """The plan of ``attacks`` x ``defenses`` x ``seeds``; ``own``: the suite's own configuration
-    (default ``suite``), against which each cell's variant folder is named."""
+              own: SuiteConfig | None = None, detectors: list[str] = (), detector_registry: Registry | None = None) -> Plan:
+    """The plan of ``attacks`` x ``defenses`` x ``seeds`` (and ``attacks`` x ``detectors`` x
+    ``seeds``); ``own``: the suite's own configuration (default ``suite``), against which each
+    cell's variant folder is named."""
     plan = Plan(suite)
     model = to_dict(suite.model)
     data_id = data.identity()
@@ -175,6 +181,8 @@ def make_plan(suite: SuiteConfig, data: DataBundle, attacks: list[str], defenses
         if (kind, name) not in own_configs:
             if kind == "attack":
                 built = attack_registry.build(name, own.attack_overrides(name), seed, image_shape=data.image_shape)
+            elif kind == "detector":
+                built = detector_registry.build(name, own.detector_overrides(name), seed)
             else:
                 built = defense_registry.build(name, own.defense_overrides(name), seed)
             own_configs[kind, name] = to_dict(built.config)
@@ -213,8 +221,10 @@ def make_plan(suite: SuiteConfig, data: DataBundle, attacks: list[str], defenses
                 if defense.stage is DefenseStage.NONE:
                     final = plain
                 elif defense.stage is DefenseStage.TRAINING:
+                    # a defense that reads the undefended poisoned model (detect_and_retrain) gets it as a third input
+                    deps = (pre, poison, plain) if getattr(defense, "needs_poisoned_model", False) else (pre, poison)
                     final = keys["poison_train"] = plan.add(
-                        "train", f"train {attack_name} with {defense_name} seed={seed}", (pre, poison),
+                        "train", f"train {attack_name} with {defense_name} seed={seed}", deps,
                         {"train": to_dict(suite.poison_train), "objective": defense_spec, "seed": seed})
                 else:
                     final = keys["defense"] = plan.add(
@@ -239,4 +249,10 @@ def make_plan(suite: SuiteConfig, data: DataBundle, attacks: list[str], defenses
                     attack_paper=str(getattr(attack, "paper", "") or ""),
                     defense_paper=str(getattr(defense, "paper", "") or ""),
                     defense_schedule=schedule_record(suite, defense_name, defense_registry.get(defense_name), defense)))
+            for detector_name in detectors:
+                plan.detections.append(detection_cell(
+                    plan, suite, data_id, results_dir, attack_name, attack, attack_spec, attack_registry, detector_name,
+                    detector_registry, seed, {"pretrain": pre, "poison": poison, "poison_train": plain,
+                                              "baseline_eval": baseline_eval},
+                    own_dict, suite_dict, own_config("attack", attack_name, seed), own_config("detector", detector_name, seed)))
     return plan

@@ -47,19 +47,27 @@ def _source_digest(cls: type) -> str | None:
         return None
 
 
-def load_plugins(specs: Iterable[str], attacks: Registry | None = None, defenses: Registry | None = None) -> list[str]:
+def load_plugins(specs: Iterable[str], attacks: Registry | None = None, defenses: Registry | None = None,
+                 detectors: Registry | None = None) -> list[str]:
     """Register the methods named by ``--plugin`` specs; return ``"kind name"`` labels.
 
-    A spec is ``module:Class`` (an Attack or Defense subclass, registered under its
-    ``name``) or a path to a ``.py`` file (every Attack/Defense subclass *defined* in it).
+    A spec is ``module:Class`` (an Attack, Defense or Detector subclass, registered under its
+    ``name``) or a path to a ``.py`` file (every Attack/Defense/Detector subclass *defined* in it).
     An explicit plugin that cannot be loaded is bad input: a one-line RegistryError.
     """
-    from .api import Attack, Defense
+    from .api import Attack, Defense, Detector, ModelDetector, SampleDetector
 
     added: list[str] = []
+    bases = (Attack, Defense, Detector)
+    abstract = (Attack, Defense, Detector, SampleDetector, ModelDetector)
 
     def add(cls: type, source: str, fingerprint: str | None) -> None:
-        reg, kind = (attacks, "attack") if issubclass(cls, Attack) else (defenses, "defense")
+        if issubclass(cls, Attack):
+            reg, kind = attacks, "attack"
+        elif issubclass(cls, Detector):
+            reg, kind = detectors, "detector"
+        else:
+            reg, kind = defenses, "defense"
         name = getattr(cls, "name", "")
         if not name:
             raise RegistryError(f"--plugin {source.removeprefix('local ')}: {cls.__qualname__} has no `name`; "
@@ -81,10 +89,11 @@ def load_plugins(specs: Iterable[str], attacks: Registry | None = None, defenses
             except Exception as exc:
                 raise RegistryError(f"--plugin {spec!r} failed to import: {type(exc).__name__}: {exc}; fix the file") from exc
             classes = [obj for obj in vars(module).values()
-                       if isinstance(obj, type) and issubclass(obj, (Attack, Defense)) and obj not in (Attack, Defense)
+                       if isinstance(obj, type) and issubclass(obj, bases) and obj not in abstract
                        and obj.__module__ == module.__name__]
             if not classes:
-                raise RegistryError(f"--plugin {spec!r} defines no subclass of benchmark.Attack or benchmark.Defense")
+                raise RegistryError(f"--plugin {spec!r} defines no subclass of benchmark.Attack, benchmark.Defense "
+                                    "or benchmark.Detector")
             for cls in classes:
                 add(cls, f"local {path}", f"local sha256:{digest}")
         elif ":" in spec:
@@ -94,8 +103,9 @@ def load_plugins(specs: Iterable[str], attacks: Registry | None = None, defenses
                 raise
             except Exception as exc:
                 raise RegistryError(f"--plugin {spec!r} failed to import: {type(exc).__name__}: {exc}") from exc
-            if not (isinstance(obj, type) and issubclass(obj, (Attack, Defense))):
-                raise RegistryError(f"--plugin {spec!r} is not a subclass of benchmark.Attack or benchmark.Defense")
+            if not (isinstance(obj, type) and issubclass(obj, bases)):
+                raise RegistryError(f"--plugin {spec!r} is not a subclass of benchmark.Attack, benchmark.Defense "
+                                    "or benchmark.Detector")
             add(obj, f"local {spec}", _source_digest(obj))
         else:
             raise RegistryError(f"--plugin {spec!r}: expected module:Class or a path to a .py file")

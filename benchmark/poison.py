@@ -39,7 +39,7 @@ from .api import Attack, AttackContext, PoisonedSet
 from .data.digest import pairs_digest
 from .config import from_dict
 from .data.dataset import TensorPairs
-from .models import ClipModel
+from .clip_model import ClipModel
 
 
 class ManifestMismatchError(ValueError):

@@ -62,7 +62,7 @@ def pretrain(recipe: TrainConfig = RECIPE, seed: int = SEED, cache_root: Path | 
 def save(model: ClipModel, record: dict, path: Path) -> None:
     from safetensors.torch import save_file
 
-    from .runner import git_commit
+    from .assemble import git_commit
 
     record = {**record, "clipbench_commit": git_commit()}
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}

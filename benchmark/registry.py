@@ -1,16 +1,17 @@
-"""Lazy registries of attacks and defenses (name -> class -> configured instance).
+"""Lazy registries of attacks, defenses and detectors (name -> class -> configured instance).
 
 A registry maps a snake_case name to an import string ``"module:Class"``; the class is
 imported on first use (lm-evaluation-harness style), so ``clipbench list`` never imports
 torch-heavy method code it does not need. Names come from three places, in this order:
 
-1. the built-in table (``attacks.BUILTIN`` / ``defenses.BUILTIN``), import-light (the
+1. the built-in table (``attacks.BUILTIN`` / ``defenses.BUILTIN`` /
+   ``defenses.detectors.BUILTIN``), import-light (the
    entry points of an editable install are frozen at install time, so built-ins do not
    go through them);
-2. installed plugins, through the entry-point groups ``clipbench.attacks`` and
-   ``clipbench.defenses`` (skipped when ``CLIPBENCH_DISABLE_PLUGINS=1``);
+2. installed plugins, through the entry-point groups ``clipbench.attacks``,
+   ``clipbench.defenses`` and ``clipbench.detectors`` (skipped when ``CLIPBENCH_DISABLE_PLUGINS=1``);
 3. explicit registrations: ``--plugin module:Class``, ``--plugin path/to/file.py`` (every
-   Attack/Defense subclass the file defines, under its ``name``; see
+   Attack/Defense/Detector subclass the file defines, under its ``name``; see
    :mod:`benchmark.plugins`), or :meth:`Registry.register` from a notebook or a test.
 
 Rules:
@@ -24,7 +25,7 @@ Rules:
   and the result path segment; ``all`` is reserved by the CLI.
 
 The *source* string of an entry is part of the result-file contract (``attack.source`` /
-``defense.source``): ``"builtin"``; ``"plugin <distribution> <version>"`` for an installed
+``defense.source`` / ``detector.source``): ``"builtin"``; ``"plugin <distribution> <version>"`` for an installed
 package; ``"local <path.py>"`` or ``"local <module:Class>"`` for ``--plugin``. Anything
 but ``"builtin"`` is a plugin (see :func:`is_plugin`); the leaderboard marks those.
 """
@@ -45,6 +46,7 @@ RESERVED = frozenset({"all"})
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 ATTACK_GROUP = "clipbench.attacks"
 DEFENSE_GROUP = "clipbench.defenses"
+DETECTOR_GROUP = "clipbench.detectors"
 
 
 class RegistryError(LookupError):
@@ -94,7 +96,7 @@ def import_target(target: str) -> Any:
 
 
 class Registry(Generic[T]):
-    """A lazy name -> class table for one kind of method ("attack" or "defense")."""
+    """A lazy name -> class table for one kind of method ("attack", "defense" or "detector")."""
 
     def __init__(self, kind: str, builtin: dict[str, str], group: str | None = None, base: type | None = None):
         self.kind = kind
@@ -270,10 +272,28 @@ def defense_registry(plugins: Iterable[str] = ()) -> "Registry":
     return reg
 
 
+def detector_registry(plugins: Iterable[str] = ()) -> "Registry":
+    """A fresh registry of detectors (built-ins, installed plugins, then ``plugins`` specs)."""
+    from .api import Detector
+
+    reg = Registry("detector", importlib.import_module("defenses.detectors").BUILTIN, DETECTOR_GROUP, Detector)
+    if plugins:
+        from .plugins import load_plugins
+
+        load_plugins(plugins, detectors=reg)
+    return reg
+
+
 def registries(plugins: Iterable[str] = ()) -> tuple["Registry", "Registry"]:
     """The attack and defense registries with the ``--plugin`` specs loaded into both."""
+    attacks, defenses, _ = all_registries(plugins)
+    return attacks, defenses
+
+
+def all_registries(plugins: Iterable[str] = ()) -> tuple["Registry", "Registry", "Registry"]:
+    """The attack, defense and detector registries with the ``--plugin`` specs loaded into each."""
     from .plugins import load_plugins
 
-    attacks, defenses = attack_registry(), defense_registry()
-    load_plugins(plugins, attacks=attacks, defenses=defenses)
-    return attacks, defenses
+    attacks, defenses, detectors = attack_registry(), defense_registry(), detector_registry()
+    load_plugins(plugins, attacks=attacks, defenses=defenses, detectors=detectors)
+    return attacks, defenses, detectors

@@ -27,6 +27,11 @@ display. Schema (version 1)::
              differs from the suite's own; {} for the suite's own configuration},
     error (null, or {type, message, traceback})
 
+Detection results (one per attack x detector x seed) are their own files,
+``<results_dir>/<folder>/_detection/<attack>/<detector>/seed-<k>.json`` (``_detection`` can be
+no attack's name), ``"kind": "detection"``, same schema version; :func:`iter_results` and the
+leaderboard's cell reader skip them (see :mod:`benchmark.detect_results` for their schema).
+
 ``poison.manifest`` is relative to the stage cache: ``cache:poison/<key>/manifest.json``
 (:func:`benchmark.cache.resolve_ref` turns it into a path under a cache root).
 """
@@ -61,6 +66,31 @@ def default_results_dir() -> Path:
     if env:
         return Path(env).expanduser()
     return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "clipbench" / "results"
+
+
+DETECTION_DIR = "_detection"
+
+
+def detection_path(results_dir: Path, folder: str, attack: str, detector: str, seed: int) -> Path:
+    """``<results_dir>/<folder>/_detection/<attack>/<detector>/seed-<k>.json``: one detection result."""
+    return Path(results_dir) / folder / DETECTION_DIR / attack / detector / f"seed-{seed}.json"
+
+
+def is_detection(result: dict[str, Any]) -> bool:
+    """Whether a result file's content is a detection result (not an attack x defense cell)."""
+    return result.get("kind") == "detection"
+
+
+def detection_identity(suite: dict[str, Any], attack: str, attack_config: dict[str, Any], detector: str,
+                       detector_config: dict[str, Any]) -> dict[str, Any]:
+    """:func:`cell_identity` of a detection result: the suite's sections, the attack's and the
+    detector's resolved configs (``detectors.<name>.<key>``)."""
+    flat: dict[str, Any] = {}
+    for section in IDENTITY_SECTIONS:
+        _flatten(suite.get(section), section, flat)
+    _flatten(attack_config or {}, f"attacks.{attack}", flat)
+    _flatten(detector_config or {}, f"detectors.{detector}", flat)
+    return flat
 
 
 def cell_path(results_dir: Path, folder: str, attack: str, defense: str, seed: int) -> Path:
@@ -151,9 +181,18 @@ def read_result(path: Path) -> dict[str, Any] | None:
 
 
 def iter_results(results_dir: Path) -> Iterable[dict[str, Any]]:
+    """Every attack x defense cell result under ``results_dir`` (detection results excluded)."""
     for path in sorted(Path(results_dir).rglob("seed-*.json")):
         data = read_result(path)
-        if data is not None:
+        if data is not None and not is_detection(data):
+            yield data
+
+
+def iter_detection_results(results_dir: Path) -> Iterable[dict[str, Any]]:
+    """Every detection result under ``results_dir`` (``<folder>/_detection/...``)."""
+    for path in sorted(Path(results_dir).glob(f"*/{DETECTION_DIR}/*/*/seed-*.json")):
+        data = read_result(path)
+        if data is not None and is_detection(data):
             yield data
 
 

@@ -31,10 +31,10 @@ from .cache import Cache
 from .config import ConfigError, from_dict, merge, parse_set, to_dict
 from .data.dataset import TensorPairs
 from .data.sources import DataBundle, open_data
-from .models import ClipModel
+from .clip_model import ClipModel
 from .plan import Plan, make_plan
 from .progress import Reporter
-from .registry import Registry, registries
+from .registry import Registry, all_registries
 from .stages import StageExecutor, apply_defense, pick_device
 from .suite import SuiteConfig, load_suite
 from .train import TrainConfig, TrainStats
@@ -51,6 +51,7 @@ class Session:
     stages: StageExecutor
     plugins: tuple[str, ...] = ()
     own_suite: SuiteConfig | None = None  # the suite without overrides: results of other configurations go to variant folders
+    detectors: Registry | None = None  # the detector registry (built-ins, installed plugins and ``plugins``)
 
     # ---------------------------------------------------------------- opening
     @classmethod
@@ -73,8 +74,8 @@ class Session:
             suite = load_suite(name, overrides)
             own = load_suite(name) if overrides else suite
         plugins = tuple(plugins)
-        attacks, defenses = registries(plugins)
-        check_method_sections(suite, attacks, defenses)
+        attacks, defenses, detectors = all_registries(plugins)
+        check_method_sections(suite, attacks, defenses, detectors)
         data = open_data(suite.data, suite.model)
         dist = None
         if distributed:
@@ -85,8 +86,9 @@ class Session:
         if dist is not None and not dist.is_main:
             reporter.enabled = False
         torch_device = dist.device if dist is not None else pick_device(device or suite.device)
-        stages = StageExecutor(Cache(cache_dir), data, attacks, defenses, torch_device, reporter, dist=dist)
-        return cls(suite, attacks, defenses, data, stages, plugins, own)
+        stages = StageExecutor(Cache(cache_dir), data, attacks, defenses, torch_device, reporter, dist=dist,
+                               detectors=detectors)
+        return cls(suite, attacks, defenses, data, stages, plugins, own, detectors)
 
     @property
     def cache(self) -> Cache:
@@ -173,16 +175,22 @@ class Session:
 
     # ------------------------------------------------------------------- runs
     def plan(self, attacks: str | Sequence[str] = "all", defenses: str | Sequence[str] = "none",
-             seeds: Sequence[int] = (0,), results_dir: str | Path = "results") -> Plan:
-        """The DAG of stages for attacks x defenses x seeds (names, comma lists or ``all``). A cell
-        whose configuration differs from the suite's own (``--set``) gets its own results folder
-        (:func:`benchmark.results.variant_name`)."""
-        return make_plan(self.suite, self.data, self.attacks.resolve(attacks), self.defenses.resolve(defenses),
-                         list(seeds), self.attacks, self.defenses, Path(results_dir), own=self.own_suite)
+             seeds: Sequence[int] = (0,), results_dir: str | Path = "results",
+             detectors: str | Sequence[str] | None = None) -> Plan:
+        """The DAG of stages for attacks x defenses x seeds (names, comma lists or ``all``), and
+        attacks x ``detectors`` x seeds (one detection result each). A cell whose configuration
+        differs from the suite's own (``--set``) gets its own results folder
+        (:func:`benchmark.results.variant_name`). ``defenses`` may be empty (``[]``) when only
+        detectors are asked for."""
+        chosen = self.defenses.resolve(defenses) if defenses else []
+        found = self.detectors.resolve(detectors) if detectors else []
+        return make_plan(self.suite, self.data, self.attacks.resolve(attacks), chosen,
+                         list(seeds), self.attacks, self.defenses, Path(results_dir), own=self.own_suite,
+                         detectors=found, detector_registry=self.detectors)
 
     def status(self, plan: Plan):
-        """What a run of ``plan`` would do now (:class:`~benchmark.runner.PlanStatus`)."""
-        from .runner import plan_status
+        """What a run of ``plan`` would do now (:class:`~benchmark.run_status.PlanStatus`)."""
+        from .run_status import plan_status
 
         return plan_status(plan, self.stages)
 
@@ -198,7 +206,7 @@ class Session:
 
     def worker_spec(self):
         """What a worker process needs to open the same session (picklable)."""
-        from .executors import WorkerSpec
+        from .tasks import WorkerSpec
 
         return WorkerSpec(str(self.cache.root), self.suite, self.suite.device, self.plugins)
 
@@ -225,11 +233,13 @@ class Session:
                         status=status)
 
 
-def check_method_sections(suite: SuiteConfig, attacks: Registry, defenses: Registry) -> None:
-    """``attacks.<name>`` / ``defenses.<name>`` settings must name known methods."""
+def check_method_sections(suite: SuiteConfig, attacks: Registry, defenses: Registry,
+                          detectors: Registry | None = None) -> None:
+    """``attacks.<name>`` / ``defenses.<name>`` / ``detectors.<name>`` settings must name known methods."""
     import difflib
 
-    for section, reg in (("attacks", attacks), ("defenses", defenses)):
+    sections = [("attacks", attacks), ("defenses", defenses)] + ([("detectors", detectors)] if detectors else [])
+    for section, reg in sections:
         for name in getattr(suite, section) or {}:
             if name not in reg:
                 close = difflib.get_close_matches(name, reg.names(), n=1, cutoff=0.5)

@@ -7,7 +7,9 @@ from typing import Any
 
 import torch
 
-from .api import Attack, AttackContext, Defense, DefenseContext, DefenseStage, PoisonedSet
+import numpy as np
+
+from .api import Attack, AttackContext, Defense, DefenseContext, DefenseStage, DetectionContext, PoisonedSet
 from .cache import Cache
 from .config import from_dict, to_dict
 from .data.dataset import TensorPairs
@@ -44,12 +46,15 @@ def load_model(cache: Cache, key: str, device: torch.device | str = "cpu") -> Cl
 def apply_defense(defense: Defense, model: ClipModel, seed: int, *, class_names: tuple[str, ...],
                   poisoned: TensorPairs | None = None, clean: TensorPairs | None = None, val: TensorPairs | None = None,
                   schedule: TrainConfig | None = None, device: torch.device | str = "cpu", reporter: Reporter | None = None,
-                  stage_name: str = "defense") -> TrainStats | None:
+                  stage_name: str = "defense", poisoned_model=None) -> TrainStats | None:
     """Apply ``defense`` to ``model`` in place: the one place that branches on when a defense acts.
 
     - ``DefenseStage.TRAINING`` (RoCLIP): ``model`` is the clean pre-trained model; it is trained on
-      the ``poisoned`` set with the defense's objective under ``schedule`` (the suite's
-      ``poison_train`` schedule in a run) instead of the plain CLIP loss.
+      the ``poisoned`` set (or the part of it the defense's ``training_data`` keeps:
+      detect-and-retrain) with the defense's objective under ``schedule`` (the suite's
+      ``poison_train`` schedule in a run) instead of the plain CLIP loss; ``poisoned_model``
+      (a loader of the undefended model) is passed on to defenses that declare
+      ``needs_poisoned_model``.
     - otherwise ``defense.defend(model, ctx)`` with the ``clean`` fine-tuning set and ``val``:
       post-training defenses fine-tune the backdoored model; ``none`` leaves it (returns None).
     """
@@ -57,13 +62,27 @@ def apply_defense(defense: Defense, model: ClipModel, seed: int, *, class_names:
     training = defense.stage is DefenseStage.TRAINING
     ctx = DefenseContext(tuple(class_names), seed, clean_data=clean, val_data=val,
                          train_data=poisoned if training else None, device=torch.device(device), reporter=reporter,
-                         stage_name=stage_name)
+                         stage_name=stage_name, poisoned_model=poisoned_model if training else None,
+                         schedule=schedule if training else None)
+    if training:
+        import copy
+
+        start = copy.deepcopy(model)  # the clean start, before training changes ``model``
+        ctx.start_model = lambda: copy.deepcopy(start)
     if not training:
         return defense.defend(model, ctx)
     if poisoned is None or schedule is None:
         raise ValueError(f"training-stage defense {defense.name!r} needs the poisoned training set and a schedule")
-    return train(model, poisoned, defense.objective(ctx), schedule, seed=seed, device=device, stage=stage_name,
-                 reporter=reporter)
+    if getattr(defense, "needs_poisoned_model", False) and poisoned_model is None:
+        raise ValueError(f"training-stage defense {defense.name!r} reads the undefended poisoned model: pass "
+                         "poisoned_model (clipbench run trains it first)")
+    data = defense.training_data(poisoned, ctx)
+    stats = train(model, data, defense.objective(ctx), schedule, seed=seed, device=device, stage=stage_name,
+                  reporter=reporter)
+    own = defense.diagnostics() if hasattr(defense, "diagnostics") else {}
+    if own:
+        stats.diagnostics = {**stats.diagnostics, **own}
+    return stats
 
 
 @dataclass
@@ -78,6 +97,7 @@ class StageExecutor:
     reporter: Reporter = field(default_factory=lambda: Reporter(enabled=False))
     dist: Any = None  # a benchmark.distributed.DistContext inside a torchrun job
     _splits: dict[str, TensorPairs] = field(default_factory=dict)
+    detectors: Registry | None = None
 
     # ---------------------------------------------------------------- inputs
     def split(self, role: str) -> TensorPairs:
@@ -112,7 +132,7 @@ class StageExecutor:
 
     def kind_of(self, node: Node) -> str:
         return {"pretrain": "model", "train": "model", "defend": "model", "poison": "poison", "evaluate": "eval",
-                "trigger": "trigger"}[node.kind]
+                "trigger": "trigger", "detect": "detect"}[node.kind]
 
     def done(self, node: Node) -> bool:
         if self.dist is not None:  # torchrun: rank 0's view of the cache decides, for every rank
@@ -122,8 +142,8 @@ class StageExecutor:
     # ----------------------------------------------------------------- stages
     def run(self, node: Node) -> None:
         dist = self.dist
-        if dist is not None and not dist.is_main and node.kind in ("trigger", "poison", "evaluate"):
-            dist.barrier()  # torchrun: rank 0 alone optimises triggers, poisons and evaluates; the others wait
+        if dist is not None and not dist.is_main and node.kind in ("trigger", "poison", "evaluate", "detect"):
+            dist.barrier()  # torchrun: rank 0 alone optimises triggers, poisons, evaluates and detects; the others wait
             return
         start = time.perf_counter()
         try:
@@ -201,18 +221,25 @@ class StageExecutor:
 
     def _run_train(self, node: Node):
         spec = node.spec
-        pre, poison = node.deps
+        pre, poison, *rest = (*node.deps, None) if len(node.deps) == 1 else node.deps
         model = self.load_model(pre)
-        data = self.load_poisoned(poison).data
         schedule = from_dict(TrainConfig, spec["train"])
+        if spec.get("clean"):  # the clean fine-tuned model: the same schedule on the unpoisoned training split
+            clean = self.split("train")
+            stats = train(model, clean, ClipObjective(), schedule, seed=spec["seed"], device=self.device, stage=node.label,
+                          reporter=self.reporter)
+            return self._save_model(model, self.model_spec_of(pre), stats)
+        data = self.load_poisoned(poison).data
         if spec["objective"] is None:
             stats = train(model, data, ClipObjective(), schedule, seed=spec["seed"], device=self.device, stage=node.label,
                           reporter=self.reporter)
         else:  # a training-stage defense
             d = spec["objective"]
+            plain = rest[0] if rest else None  # the undefended poisoned model, for defenses that read it
             stats = apply_defense(self.defenses.build(d["name"], d["config"], d["seed"]), model, d["seed"],
                                   class_names=self.data.class_names, poisoned=data, schedule=schedule, device=self.device,
-                                  reporter=self.reporter, stage_name=node.label)
+                                  reporter=self.reporter, stage_name=node.label,
+                                  poisoned_model=(lambda: self.load_model(plain)) if plain else None)
         return self._save_model(model, self.model_spec_of(pre), stats)
 
     def _run_defend(self, node: Node):
@@ -235,6 +262,49 @@ class StageExecutor:
         metrics = evaluate(model, self.split("test"), self.data.class_names, self.data.templates, attack, spec["target"],
                            from_dict(EvalConfig, spec["eval"]), self.data.attribute_tasks)
         return {"metrics.json": to_dict(metrics)}, {}
+
+    def detector_registry(self) -> Registry:
+        if self.detectors is None:
+            from .registry import detector_registry
+
+            self.detectors = detector_registry()
+        return self.detectors
+
+    def _run_detect(self, node: Node):
+        """A sample detector's scores of every pair of a poisoned set (with its backdoored model),
+        or a model detector's score of one model."""
+        from .detection import check_model_score, check_sample_scores
+
+        spec = node.spec
+        d = spec["detector"]
+        detector = self.detector_registry().build(d["name"], d["config"], d["seed"])
+        ctx = DetectionContext(tuple(self.data.class_names), d["seed"], self.device,
+                               schedule=from_dict(TrainConfig, spec["schedule"]), clean_data=self.split("defense"),
+                               reporter=self.reporter, stage_name=node.label)
+        if d["kind"] == "sample":
+            pre, poison, plain = node.deps
+            ctx.start_model = lambda: self.load_model(pre)
+            data = self.load_poisoned(poison).data
+            if not isinstance(data, TensorPairs):
+                raise ValueError(f"sample detector {d['name']!r} needs an in-memory training set; external sources are "
+                                 "not supported for sample detection yet")
+            scores = check_sample_scores(d["name"], detector.score(self.load_model(plain), data, ctx), len(data))
+            files: dict[str, Any] = {"scores.safetensors": {"scores": torch.from_numpy(np.ascontiguousarray(scores))}}
+        else:
+            (model_key,) = node.deps
+            files = {"score.json": {"score": check_model_score(d["name"], detector.score(self.load_model(model_key), ctx))}}
+        return files, {"diagnostics": detector.diagnostics(), "detector_kind": d["kind"]}
+
+    def detect_output(self, key: str) -> dict[str, Any]:
+        """A detect node's artifact: ``{"scores": array}`` (sample) or ``{"score": float}`` (model),
+        with ``diagnostics`` and ``seconds``."""
+        meta = self.cache.meta("detect", key) or {}
+        out: dict[str, Any] = {"diagnostics": meta.get("diagnostics") or {}, "seconds": meta.get("seconds")}
+        if meta.get("detector_kind") == "sample":
+            out["scores"] = self.cache.tensors("detect", key, "scores.safetensors")["scores"].numpy()
+        else:
+            out["score"] = float(self.cache.json("detect", key, "score.json")["score"])
+        return out
 
     def metrics(self, key: str) -> dict[str, Any]:
         return self.cache.json("eval", key, "metrics.json")

@@ -103,6 +103,8 @@ class SuiteConfig:
     attacks: dict[str, dict] = field(default_factory=dict)
     defense_common: dict[str, Any] = field(default_factory=dict)
     defenses: dict[str, dict] = field(default_factory=dict)
+    #: per-detector settings (``detectors.<name>``), over the detector's paper defaults
+    detectors: dict[str, dict] = field(default_factory=dict)
     device: str = "auto"
     cost: CostConfig = field(default_factory=CostConfig)
 
@@ -115,6 +117,9 @@ class SuiteConfig:
 
     def defense_overrides(self, name: str) -> dict[str, Any]:
         return merge(self.defense_common, self.defenses.get(name) or {})
+
+    def detector_overrides(self, name: str) -> dict[str, Any]:
+        return dict(self.detectors.get(name) or {})
 
 
 def suite_path(name_or_path: str) -> Path:

@@ -25,7 +25,7 @@ from . import distributed as ddp
 from .config import check
 from .data.dataset import TensorPairs, batch_collate
 from .losses import Objective, StepContext
-from .models import ClipModel
+from .clip_model import ClipModel
 from .progress import Reporter
 
 

@@ -6,5 +6,6 @@ BUILTIN: dict[str, str] = {
     "finetune_aug": "defenses.finetune_aug:FinetuneAug",
     "cleanclip": "defenses.cleanclip:CleanCLIP",
     "roclip": "defenses.roclip:RoCLIP",
+    "detect_and_retrain": "defenses.detect_and_retrain:DetectAndRetrain",
     "ta_cleaner": "defenses.ta_cleaner:TACleaner",
 }

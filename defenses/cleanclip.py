@@ -78,7 +78,7 @@ class CleanCLIPObjective(Objective):
     def augment_images(self, images: torch.Tensor, ctx: StepContext) -> torch.Tensor:
         from defenses.image_augment import autoaugment
 
-        return autoaugment(images, ctx.generator)
+        return autoaugment(images, ctx.generator, rows=ctx.local_rows(len(images)))
 
     def embed(self, model, batch, ctx: StepContext) -> dict:
         """Original and augmented embeddings of both modalities (one forward per tower)."""
@@ -89,7 +89,8 @@ class CleanCLIPObjective(Objective):
         txt_all = model.encode_text(list(batch.captions) + list(aug_captions))
         g = ctx.all_gather
         return {"img": g(img_all[:n]), "img_aug": g(img_all[n:]), "txt": g(txt_all[:n]), "txt_aug": g(txt_all[n:]),
-                "captions": ctx.all_captions(batch.captions), "aug_captions": aug_captions}
+                "captions": ctx.all_captions(batch.captions), "aug_captions": aug_captions,
+                "offset": ctx.local_rows(n)[0]}  # where this rank's rows start in the gathered features
 
     def cleanclip_loss(self, model, e: dict) -> tuple[torch.Tensor, dict[str, float]]:
         scale = model.logit_scale.exp()

@@ -43,7 +43,7 @@ class AugmentedClipObjective(Objective):
     def __call__(self, model, batch, ctx: StepContext) -> LossOutput:
         from defenses.image_augment import autoaugment
 
-        images = autoaugment(batch.images, ctx.generator)
+        images = autoaugment(batch.images, ctx.generator, rows=ctx.local_rows(len(batch)))
         img, txt = model(images, batch.captions)
         img, txt, captions = ctx.all_gather(img), ctx.all_gather(txt), ctx.all_captions(batch.captions)
         loss = clip_loss(img, txt, model.logit_scale.exp(), self.targets(captions, img.device))

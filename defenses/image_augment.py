@@ -20,7 +20,10 @@ All randomness comes from the ``torch.Generator`` passed in (the trainer's seede
 per-step generator), never from global state. Both take ``differentiable=True`` for
 adaptive attacks (``Defense.image_views``): the same draws and forward values, with a
 gradient with respect to the input images (AutoAugment's uint8 ops through a
-straight-through float surrogate).
+straight-through float surrogate). ``rows=(offset, total)`` (from
+``StepContext.local_rows``) makes a data-parallel rank draw the parameters of the whole
+``total``-sample global batch and keep its own rows, so that N processes augment every
+sample exactly as one process with the same global batch does.
 """
 from __future__ import annotations
 
@@ -54,13 +57,22 @@ def _soft_op(x: torch.Tensor, op_name: str, magnitude: float) -> torch.Tensor:
     return _apply_op(x, op_name, magnitude, interpolation=InterpolationMode.NEAREST, fill=None)
 
 
-def autoaugment(images: torch.Tensor, generator: torch.Generator, differentiable: bool = False) -> torch.Tensor:
+def _rows(b: int, rows: tuple[int, int] | None) -> tuple[int, slice]:
+    offset, total = rows if rows is not None else (0, b)
+    if not 0 <= offset <= total - b:
+        raise ValueError(f"rows={rows} does not hold a batch of {b} samples; pass ctx.local_rows(len(images))")
+    return total, slice(offset, offset + b)
+
+
+def autoaugment(images: torch.Tensor, generator: torch.Generator, differentiable: bool = False,
+                rows: tuple[int, int] | None = None) -> torch.Tensor:
     """AutoAugment (ImageNet policy) of float images in [0, 1], fresh per sample.
 
     ``differentiable``: the same draws and the same forward values, with a gradient with
     respect to ``images`` (straight-through: the uint8 result plus ``soft - soft.detach()``,
     ``soft`` the float version of every op, :func:`_soft_op`), for attacks that optimise a
-    trigger in expectation over CleanCLIP's views (EOT)."""
+    trigger in expectation over CleanCLIP's views (EOT). ``rows``: ``(offset, total)`` of
+    these images in the global batch (module docstring)."""
     from torchvision.transforms import AutoAugment, AutoAugmentPolicy, InterpolationMode
     from torchvision.transforms.autoaugment import _apply_op
 
@@ -69,9 +81,10 @@ def autoaugment(images: torch.Tensor, generator: torch.Generator, differentiable
     soft = images.float() if differentiable else None
     b, _, h, w = x.shape
     space = aa._augmentation_space(10, (h, w))
-    policy = torch.randint(len(aa.policies), (b,), generator=generator)
-    probs = torch.rand(b, 2, generator=generator)
-    signs = torch.randint(2, (b, 2), generator=generator)
+    total, sl = _rows(b, rows)
+    policy = torch.randint(len(aa.policies), (total,), generator=generator)[sl]
+    probs = torch.rand(total, 2, generator=generator)[sl]
+    signs = torch.randint(2, (total, 2), generator=generator)[sl]
     for p_idx in policy.unique().tolist():
         for j, (op_name, p, mag_id) in enumerate(aa.policies[p_idx]):
             magnitudes, signed = space[op_name]
@@ -93,33 +106,38 @@ def autoaugment(images: torch.Tensor, generator: torch.Generator, differentiable
     return hard + (soft - soft.detach())  # forward: exactly the uint8 result
 
 
-def _uniform(n: int, lo: float, hi: float, g: torch.Generator) -> torch.Tensor:
-    return lo + (hi - lo) * torch.rand(n, generator=g)
-
-
 def simclr_augment(images: torch.Tensor, generator: torch.Generator, crop_scale: tuple[float, float] = (0.08, 1.0),
                    jitter: tuple[float, float, float, float] = (0.5, 0.5, 0.5, 0.1), jitter_p: float = 0.8,
                    blur_p: float = 0.5, blur_sigma: tuple[float, float] | None = None,
-                   differentiable: bool = False) -> torch.Tensor:
+                   differentiable: bool = False, rows: tuple[int, int] | None = None) -> torch.Tensor:
     """RoCLIP's SimCLR-style augmentation of float images (B, C, H, W) in [0, 1].
 
     ``blur_sigma``: the Gaussian blur's sigma range in pixels; ``None`` scales SimCLR's
     (0.1, 2.0) at 224 px to the image side (x H / 224), like its kernel size.
     ``differentiable``: keep the gradient with respect to ``images`` (every op is a float
     op; the same draws and values), for attacks that optimise a trigger over these views.
+    ``rows``: ``(offset, total)`` of these images in the global batch (module docstring).
     """
     g = generator
     x = (images if differentiable else images.detach()).float().cpu()
     b, c, h, w = x.shape
+    total, sl = _rows(b, rows)
+
+    def rand(n: int) -> torch.Tensor:  # n == b: one draw per sample of the global batch, this rank's rows
+        return torch.rand(total, generator=g)[sl]
+
+    def _uniform(n: int, lo: float, hi: float, g: torch.Generator) -> torch.Tensor:
+        return lo + (hi - lo) * rand(n)
+
     # RandomResizedCrop (torchvision's sampling, one try; fall back to the whole image) + flip
     area = _uniform(b, *crop_scale, g)
     log_r = _uniform(b, math.log(3 / 4), math.log(4 / 3), g)
     ratio = torch.exp(log_r)
     cw = torch.sqrt(area * ratio).clamp(max=1.0)  # fraction of the width
     ch = torch.sqrt(area / ratio).clamp(max=1.0)
-    cx = (1 - cw) * torch.rand(b, generator=g) * 2 - (1 - cw)  # centre in [-1+cw, 1-cw]
-    cy = (1 - ch) * torch.rand(b, generator=g) * 2 - (1 - ch)
-    flip = torch.where(torch.rand(b, generator=g) < 0.5, -1.0, 1.0)
+    cx = (1 - cw) * rand(b) * 2 - (1 - cw)  # centre in [-1+cw, 1-cw]
+    cy = (1 - ch) * rand(b) * 2 - (1 - ch)
+    flip = torch.where(rand(b) < 0.5, -1.0, 1.0)
     theta = torch.zeros(b, 2, 3)
     theta[:, 0, 0] = cw * flip
     theta[:, 0, 2] = cx
@@ -129,7 +147,7 @@ def simclr_augment(images: torch.Tensor, generator: torch.Generator, crop_scale:
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
     # ColorJitter (brightness, contrast; saturation and hue are no-ops on grey images)
     bj, cj, sj, hj = jitter
-    apply = (torch.rand(b, generator=g) < jitter_p).float().view(b, 1, 1, 1)
+    apply = (rand(b) < jitter_p).float().view(b, 1, 1, 1)
     bright = _uniform(b, max(0.0, 1 - bj), 1 + bj, g).view(b, 1, 1, 1)
     contrast = _uniform(b, max(0.0, 1 - cj), 1 + cj, g).view(b, 1, 1, 1)
     _ = _uniform(b, max(0.0, 1 - sj), 1 + sj, g), _uniform(b, -hj, hj, g)  # drawn for parity of the stream
@@ -137,12 +155,12 @@ def simclr_augment(images: torch.Tensor, generator: torch.Generator, crop_scale:
     mean = jittered.mean(dim=(1, 2, 3), keepdim=True)
     jittered = (contrast * jittered + (1 - contrast) * mean).clamp(0, 1)
     x = apply * jittered + (1 - apply) * x
-    _ = torch.rand(b, generator=g)  # RandomGrayscale p=0.2: a no-op on grey images
+    _ = rand(b)  # RandomGrayscale p=0.2: a no-op on grey images
     # Gaussian blur, kernel ~10% of the side (odd, >= 3)
     k = max(3, int(round(0.1 * h)) | 1)
     lo, hi = blur_sigma if blur_sigma is not None else (0.1 * h / 224, 2.0 * h / 224)
     sigma = _uniform(b, lo, hi, g)
-    blur = torch.rand(b, generator=g) < blur_p
+    blur = rand(b) < blur_p
     if blur.any():
         r = torch.arange(k, dtype=torch.float32) - (k - 1) / 2
         kern1 = torch.exp(-(r[None, :] ** 2) / (2 * sigma[blur, None] ** 2))

@@ -205,35 +205,41 @@ class RoCLIPObjective(Objective):
         from defenses.image_augment import simclr_augment
 
         images = batch.images
+        offset, total = ctx.local_rows(len(batch))
         if self.config.image_aug:
             images = simclr_augment(images, ctx.generator, crop_scale=(self.config.crop_scale_min, 1.0),
-                                    blur_sigma=None if self.config.blur_scaled else (0.1, 2.0))
+                                    blur_sigma=None if self.config.blur_scaled else (0.1, 2.0), rows=(offset, total))
         captions = (self.text_augmenter(batch.captions, batch.index.tolist()) if self.text_augmenter is not None
                     else list(batch.captions))
         scale = model.logit_scale.exp()
+        # under torchrun every rank sees the global batch: gathered features, captions and sample
+        # ids; the pool then receives the same global batches on every rank (identity on one process)
+        all_captions = ctx.all_captions(captions)
         if not self.matching:
             img, txt = model(images, captions)
-            loss = clip_loss(img, txt, scale, self.targets(captions, img.device))
+            img, txt = ctx.all_gather(img), ctx.all_gather(txt)
+            loss = clip_loss(img, txt, scale, self.targets(all_captions, img.device))
             return LossOutput(loss, {"clip": float(loss.detach())})
         if self.pool is None:
-            self.pool = CaptionPool(self.pool_size(len(batch)))
+            self.pool = CaptionPool(self.pool_size(total))
             if self.config.prefill and self.prefill_data is not None:
                 self._prefill(model)
-        img = model.encode_image(images)
+        img = ctx.all_gather(model.encode_image(images))
         with torch.no_grad():  # the text tower is idle in matching epochs
-            txt = model.encode_text(captions)
+            txt = ctx.all_gather(model.encode_text(captions))
+        index = torch.as_tensor(ctx.all_captions(batch.index.tolist()), dtype=torch.long)
         if len(self.pool) == 0:
-            loss = clip_loss(img, txt, scale, self.targets(captions, img.device))
+            loss = clip_loss(img, txt, scale, self.targets(all_captions, img.device))
             parts = {"clip": float(loss.detach())}
         else:
-            slots = self.pool.nearest(img, exclude_ids=batch.index)
+            slots = self.pool.nearest(img, exclude_ids=index)
             retrieved = self.pool.emb[slots]
             retrieved_captions = [self.pool.captions[s] for s in slots.tolist()]
             self.last_retrieved_ids = self.pool.ids[slots.cpu()].clone()
-            self._record(ctx.epoch, batch.index, self.last_retrieved_ids)
+            self._record(ctx.epoch, index, self.last_retrieved_ids)
             loss = clip_loss(img, retrieved, scale, self.targets(retrieved_captions, img.device))
             parts = {"match": float(loss.detach())}
-        self.pool.enqueue(txt, captions, batch.index)
+        self.pool.enqueue(txt.detach(), all_captions, index)
         return LossOutput(loss, parts)
 
 

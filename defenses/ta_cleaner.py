@@ -224,7 +224,16 @@ class TACleanerObjective(CleanCLIPObjective):
             self._cache[key] = (self.sub.positive(caption), self.sub.negatives(caption, label, self.config.num_negatives, rng))
         return self._cache[key]
 
-    def ta_loss(self, model, batch, e: dict, scale: torch.Tensor) -> tuple[torch.Tensor | None, int]:
+    def ta_loss(self, model, batch, e: dict, scale: torch.Tensor,
+                ctx: StepContext | None = None) -> tuple[torch.Tensor | None, int]:
+        """The counterfactual term over the *global* batch, and its number of anchor rows.
+
+        Each process builds the sub-captions of its own selected samples and anchors them at
+        its own rows of the gathered image features (``e["offset"]`` onwards); the candidates
+        are the captions of the whole global batch. The per-row losses are summed, the sums
+        and counts gathered, so every rank returns the same global mean (the value one
+        process computes for the same global batch).
+        """
         idx = batch.index.cpu()
         sel = self.selected[idx.clamp(max=self.num_samples - 1)].nonzero().flatten().tolist()
         epoch = getattr(self, "epoch", 1)
@@ -237,38 +246,44 @@ class TACleanerObjective(CleanCLIPObjective):
             pos_caps.append(pos)
             neg_caps.extend(negs)
             neg_owner.extend([len(rows) - 1] * len(negs))
-        if not rows:
+        img, txt, caps = e["img"], e["txt"], e["captions"]  # the global batch (one process: the batch)
+        offset = int(e.get("offset", 0))
+        gather = ctx.all_gather if ctx is not None else (lambda x: x)
+        counts = gather(torch.tensor([float(len(rows))], dtype=torch.float32, device=img.device))
+        total_rows = int(round(float(counts.sum())))
+        if total_rows == 0:  # the same decision on every rank: the counts are global
             return None, 0
-        n = len(batch)
-        img = e["img"][:n] if e["img"].shape[0] != n else e["img"]
-        txt = e["txt"][:n] if e["txt"].shape[0] != n else e["txt"]
-        emb = model.encode_text(pos_caps + neg_caps)
-        pos_emb, neg_emb = emb[: len(rows)], emb[len(rows):]
-        rows_t = torch.tensor(rows, device=img.device)
-        anchors = img[rows_t]  # (m, d)
-        batch_logits = anchors @ txt.T  # (m, n)
-        pos_logit = (anchors * pos_emb).sum(-1)  # (m,)
-        batch_logits = batch_logits.scatter(1, rows_t[:, None], pos_logit[:, None])
-        owner = torch.tensor(neg_owner, device=img.device)
-        # each row sees only its own negatives: the others' are masked out
-        mask = torch.zeros(len(rows), len(neg_caps), dtype=torch.bool, device=img.device)
-        mask[owner, torch.arange(len(neg_caps), device=img.device)] = True
-        neg_logits = (anchors @ neg_emb.T).masked_fill(~mask, -1e4)
-        logits = scale * torch.cat([batch_logits, neg_logits], dim=1)
-        caps = batch.captions
-        target = torch.zeros(len(rows), n + len(neg_caps), device=img.device)
-        for i, r in enumerate(rows):
-            for j in range(n):
-                if caps[j] == caps[r]:
-                    target[i, j] = 1.0
-        target = target / target.sum(1, keepdim=True)
-        loss = F.cross_entropy(logits, target)
-        return loss, len(rows)
+        if rows:
+            n = img.shape[0]
+            emb = model.encode_text(pos_caps + neg_caps)
+            pos_emb, neg_emb = emb[: len(rows)], emb[len(rows):]
+            rows_t = torch.tensor(rows, device=img.device) + offset  # this rank's rows of the gathered features
+            anchors = img[rows_t]  # (m, d)
+            batch_logits = anchors @ txt.T  # (m, n)
+            pos_logit = (anchors * pos_emb).sum(-1)  # (m,)
+            batch_logits = batch_logits.scatter(1, rows_t[:, None], pos_logit[:, None])
+            owner = torch.tensor(neg_owner, device=img.device)
+            # each row sees only its own negatives: the others' are masked out
+            mask = torch.zeros(len(rows), len(neg_caps), dtype=torch.bool, device=img.device)
+            mask[owner, torch.arange(len(neg_caps), device=img.device)] = True
+            neg_logits = (anchors @ neg_emb.T).masked_fill(~mask, -1e4)
+            logits = scale * torch.cat([batch_logits, neg_logits], dim=1)
+            target = torch.zeros(len(rows), n + len(neg_caps), dtype=logits.dtype, device=img.device)
+            for i, r in enumerate(rows):
+                for j in range(n):
+                    if caps[j] == caps[offset + r]:
+                        target[i, j] = 1.0
+            target = target / target.sum(1, keepdim=True)
+            local_sum = F.cross_entropy(logits, target, reduction="sum")
+        else:  # no anchor here: a zero still tied to the graph, so that every rank joins the gathers' backward
+            local_sum = img.sum() * 0.0
+        loss = gather(local_sum.reshape(1)).sum() / total_rows
+        return loss, total_rows
 
     def __call__(self, model, batch, ctx: StepContext) -> LossOutput:
         e = self.embed(model, batch, ctx)
         loss, parts = self.cleanclip_loss(model, e)
-        ta, m = self.ta_loss(model, batch, e, model.logit_scale.exp())
+        ta, m = self.ta_loss(model, batch, e, model.logit_scale.exp(), ctx)
         if ta is not None:
             loss = loss + self.config.lambda3 * ta
             parts["ta"] = float(ta.detach())

@@ -29,7 +29,7 @@ from typing import Any
 from .columns import ATTACK_COLUMNS, CELL_COLUMNS, DEFENSE_COLUMNS, Column
 from .plots import CA_SPAN, clean_model_ca
 from .ranking import SuiteBoard, build_boards, family_key
-from .reader import CellResult, read_results
+from .reader import CellResult, read_detections, read_results
 
 TEMPLATES = Path(__file__).parent / "templates"
 _PCT = Column("pct", "%", "a rate in percent", kind="pct")
@@ -264,6 +264,18 @@ def _markdown(boards: list[SuiteBoard]) -> str:
     return "\n".join(parts)
 
 
+def _detection_markdown(sections: list[dict[str, Any]]) -> str:
+    from .detection import detection_markdown
+
+    return ("\n" + detection_markdown(sections)) if sections else ""
+
+
+def _detection_csv(sections: list[dict[str, Any]]) -> str:
+    from .detection import detection_csv
+
+    return detection_csv(sections)
+
+
 # ----------------------------------------------------------------------------- page
 def render_page(context: dict[str, Any]) -> str:
     from jinja2 import Environment, FileSystemLoader, StrictUndefined
@@ -304,7 +316,9 @@ def build_site(results_dir: Path, out_dir: Path | None = None, *, figures: bool 
         raise LeaderboardError(f"results directory {str(results_dir)!r} does not exist; run `clipbench run` first "
                                "or pass --results-dir")
     read = read_results(results_dir)
-    if not read.cells:
+    detections, detection_skipped = read_detections(results_dir)
+    read.skipped.extend(detection_skipped)
+    if not read.cells and not detections:
         raise LeaderboardError(f"no cell results (seed-*.json, schema 1) under {str(results_dir)!r}; run "
                                "`clipbench run` first or pass --results-dir")
     boards = build_boards(read.cells)
@@ -336,6 +350,22 @@ def build_site(results_dir: Path, out_dir: Path | None = None, *, figures: bool 
         context["sweeps"] = [w.row() for w in sweeps if w.suite == board.suite]
         context["not_implanted"] = board.not_implanted
         suites.append(context)
+    detection_sections = []
+    for variant in sorted({r.variant for r in detections}):
+        from .detection import heatmap_png, roc_png, section
+
+        these = [r for r in detections if r.variant == variant]
+        images = {}
+        if figures:
+            draft = section(variant, these, {})
+            for kind, png in (("detection_heatmap", heatmap_png(draft["rows"], draft["attacks"], draft["detectors"])),
+                              ("detection_roc", roc_png(these, draft["attacks"], draft["detectors"]))):
+                if png is not None:
+                    name = f"img/{slug(variant)}-{kind.replace('_', '-')}.png"
+                    _write(out_dir / name, png)
+                    written.append(out_dir / name)
+                    images[kind] = name
+        detection_sections.append(section(variant, these, images))
     if img_dir.is_dir():  # drop images of suites no longer in the results (only our own PNGs)
         for stale in sorted(img_dir.glob("*.png")):
             if stale not in written:
@@ -346,6 +376,7 @@ def build_site(results_dir: Path, out_dir: Path | None = None, *, figures: bool 
         "families": sorted({f for b in boards for f in b.families}, key=family_key),
         "stages": sorted({c.defense_stage for c in read.cells}),
         "defense_columns": DEFENSE_COLUMNS, "attack_columns": ATTACK_COLUMNS,
+        "detection": detection_sections,
     }
     index = out_dir / "index.html"
     _write(index, render_page(context))
@@ -357,9 +388,13 @@ def build_site(results_dir: Path, out_dir: Path | None = None, *, figures: bool 
     for name, text in (("defenses.csv", _csv(DEFENSE_COLUMNS, defense_rows)),
                        ("attacks.csv", _csv(ATTACK_COLUMNS, attack_rows)),
                        ("cells.csv", _csv(CELL_COLUMNS, cell_rows)),
-                       ("leaderboard.md", _markdown(boards))) + ((("sweeps.csv", sweep_csv(sweeps)),) if sweeps else ()):
+                       ("leaderboard.md", _markdown(boards) + _detection_markdown(detection_sections))) \
+            + ((("sweeps.csv", sweep_csv(sweeps)),) if sweeps else ()) \
+            + ((("detection.csv", _detection_csv(detection_sections)),) if detection_sections else ()):
         _write(out_dir / name, text)
         written.append(out_dir / name)
-    return BuildReport(out_dir, index, [b.suite for b in boards], len(read.cells),
+    shown = [b.suite for b in boards]
+    shown += [name for name in sorted({r.suite for r in detections}) if name not in shown]
+    return BuildReport(out_dir, index, shown, len(read.cells),
                        sum(not c.ok for c in read.cells), read.skipped + sweep_skipped, [index] + written,
                        [n for b in boards for n in b.notes])

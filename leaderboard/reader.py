@@ -106,6 +106,8 @@ def read_results(results_dir: Path) -> ReadReport:
         if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
             skipped.append(f"{rel}: not a schema-{SCHEMA_VERSION} cell result")
             continue
+        if data.get("kind") == "detection":  # read by read_detections
+            continue
         try:
             suite = str(data["suite"])
             recorded = data.get("variant") if isinstance(data.get("variant"), dict) else {}
@@ -119,3 +121,53 @@ def read_results(results_dir: Path) -> ReadReport:
             skipped.append(f"{rel}: missing field {exc}")
     cells.sort(key=lambda c: (c.suite, c.variant, c.attack, c.defense, c.seed, c.path))
     return ReadReport(cells, skipped)
+
+
+@dataclass(frozen=True)
+class DetectionResult:
+    """One seed of one attack x detector result (``<folder>/_detection/<attack>/<detector>/seed-<k>.json``)."""
+
+    path: str
+    suite: str
+    variant: str
+    attack: str
+    detector: str
+    kind: str  # "sample" | "model"
+    seed: int
+    status: str
+    data: dict[str, Any] = field(repr=False, compare=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def detector_source(self) -> str:
+        return str((self.data.get("detector") or {}).get("source") or "unknown")
+
+
+def read_detections(results_dir: Path) -> tuple[list[DetectionResult], list[str]]:
+    """All readable detection results under ``results_dir`` (stable order) and the skipped ones."""
+    root = Path(results_dir)
+    found: list[DetectionResult] = []
+    skipped: list[str] = []
+    for path in sorted(root.glob("*/_detection/*/*/seed-*.json")):
+        rel = path.relative_to(root).as_posix()
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION or data.get("kind") != "detection":
+                skipped.append(f"{rel}: not a schema-{SCHEMA_VERSION} detection result")
+                continue
+            suite = str(data["suite"])
+            recorded = data.get("variant") if isinstance(data.get("variant"), dict) else {}
+            found.append(DetectionResult(
+                path=rel, suite=suite, variant=str(recorded.get("name") or rel.split("/", 1)[0]),
+                attack=str(data["attack"]["name"]), detector=str(data["detector"]["name"]),
+                kind=str(data["detector"].get("kind") or "sample"), seed=int(data["seed"]),
+                status=str(data.get("status") or "failed"), data=data))
+        except (OSError, ValueError) as exc:
+            skipped.append(f"{rel}: unreadable ({exc})")
+        except (KeyError, TypeError) as exc:
+            skipped.append(f"{rel}: missing field {exc}")
+    found.sort(key=lambda r: (r.suite, r.variant, r.kind, r.detector, r.attack, r.seed, r.path))
+    return found, skipped

@@ -51,7 +51,7 @@ class Sweep:
         return {
             "defense": self.defense, "attacks": ", ".join(self.data.get("attacks", [])),
             "seeds": ", ".join(str(s) for s in self.data.get("seeds", [])), "split": self.data.get("split", "?"),
-            "grid": " ".join(self.data.get("grid", []) + self.data.get("suite_grid", [])),
+            "grid": _short(" ".join(self.data.get("grid", []) + self.data.get("suite_grid", []))),
             "candidates": len(cands), "chosen": _label(self.data.get("chosen")),
             "chosen_asr": chosen["mean_asr"] if chosen else None,
             "chosen_ca_drop": chosen["mean_ca_drop"] if chosen else None,
@@ -77,11 +77,18 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _short(text: str) -> str:
+    """Long float literals (0.11764705882352941, i.e. 30/255) shown to 4 significant digits."""
+    import re
+
+    return re.sub(r"\d+\.\d{5,}(?:e-?\d+)?", lambda m: f"{float(m.group()):.4g}", text)
+
+
 def _label(candidate: Any) -> str:
     if not isinstance(candidate, dict):
-        return str(candidate)
+        return _short(str(candidate))
     flat = _flat(_defense_part(candidate))
-    return ", ".join(f"{k}={v}" for k, v in sorted(flat.items())) or "(defaults)"
+    return _short(", ".join(f"{k}={v}" for k, v in sorted(flat.items()))) or "(defaults)"
 
 
 def read_sweeps(results_dir: Path) -> tuple[list[Sweep], list[str]]:

@@ -72,6 +72,83 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
             assert diff <= 1e-5 * float(state[name].abs().max()) + 1e-9, (name, diff, float(state[name].abs().max()))
 
 
+# Every registered defense's objective, a few steps each (2 epochs of 4 global batches: RoCLIP's
+# second epoch is a matching epoch; TA-Cleaner re-draws its subset each epoch).
+DEFENSE_CFG = TrainConfig(epochs=2, batch_size=32, lr=2e-3, warmup_steps=2)
+DEFENSE_OVERRIDES = {"roclip": {"match_every": 2}}
+
+
+def _objective_defenses() -> list[str]:
+    from benchmark import DefenseStage
+    from benchmark.registry import defense_registry
+
+    reg = defense_registry()
+    return [n for n in reg.names() if reg.get(n).stage != DefenseStage.NONE]
+
+
+def _train_defense(name: str):
+    from benchmark import DefenseContext
+    from benchmark.registry import defense_registry
+
+    data = _data()
+    defense = defense_registry().build(name, DEFENSE_OVERRIDES.get(name), seed=5)
+    objective = defense.objective(DefenseContext(class_names=(), seed=5, clean_data=data, train_data=data))
+    model = create_model(ModelConfig(arch="clipbench-micro-rn"), seed=0).double()
+    stats = train(model, data, objective, DEFENSE_CFG, seed=3)
+    return model, stats
+
+
+def _defense_worker(rank: int, world: int, port: int, out: str, names: list[str]) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        results = {}
+        for name in names:
+            model, stats = _train_defense(name)
+            results[name] = {"loss": stats.step_losses, "parts": stats.parts,
+                             "state": {k: v for k, v in model.state_dict().items() if v.is_floating_point()}}
+        if rank == 0:
+            torch.save(results, out)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_every_defense_objective_on_two_gloo_processes_matches_one_process(tmp_path):
+    """Each defense's objective (gathered features, per-sample augmentations drawn for the global
+    batch, TA-Cleaner's rows of its own rank, RoCLIP's pool fed the global batch) gives the
+    single-process loss at every step and the same weights."""
+    names = _objective_defenses()
+    assert {"finetune", "finetune_aug", "cleanclip", "ta_cleaner", "roclip"} <= set(names)
+    out = str(tmp_path / "ddp.pt")
+    mp.start_processes(_defense_worker, args=(2, _free_port(), out, names), nprocs=2, start_method="spawn", join=True)
+    ddp = torch.load(out)
+    torch.set_num_threads(1)
+    for name in names:
+        model, single = _train_defense(name)
+        assert single.steps == 8, name
+        # the mechanism was exercised, so the comparison covers it
+        if name == "ta_cleaner":
+            assert all(v and v > 0 for v in single.parts["ta_selected"]), single.parts
+        if name == "roclip":
+            assert single.parts["match"][1] is not None, single.parts
+        torch.testing.assert_close(torch.tensor(ddp[name]["loss"]), torch.tensor(single.step_losses), rtol=1e-7, atol=0,
+                                   msg=lambda m, n=name: f"{n}: {m}")
+        assert ddp[name]["parts"].keys() == single.parts.keys(), name
+        for part, values in single.parts.items():
+            got = ddp[name]["parts"][part]
+            assert [v is None for v in got] == [v is None for v in values], (name, part)
+            torch.testing.assert_close(torch.tensor([v for v in got if v is not None], dtype=torch.float64),
+                                       torch.tensor([v for v in values if v is not None], dtype=torch.float64),
+                                       rtol=1e-6, atol=1e-9, msg=lambda m, n=name, p=part: f"{n}.{p}: {m}")
+        state = model.state_dict()
+        for key, value in ddp[name]["state"].items():
+            diff = float((value - state[key]).abs().max())
+            assert diff <= 1e-5 * float(state[key].abs().max()) + 1e-9, (name, key, diff)
+
+
 @pytest.mark.slow
 def test_torchrun_cli_run_writes_one_result_from_rank_0(tmp_path):
     """``torchrun --nproc_per_node=2 -m benchmark.cli run``: stages in step, rank 0 writes."""

@@ -5,7 +5,7 @@ import re
 import tomllib
 from pathlib import Path
 
-from benchmark.registry import attack_registry, defense_registry
+from benchmark.registry import attack_registry, defense_registry, detector_registry
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ROOT / "benchmark" / "METHODS.md"
@@ -18,11 +18,11 @@ def _builtin(reg) -> list[str]:
 
 def test_the_methods_page_covers_every_builtin_method_and_ships_with_the_package():
     text = METHODS.read_text()
-    for heading in ("## 1. Threat model", "## 2. Metrics", "## 3. Attacks", "## 4. Defenses"):
+    for heading in ("## 1. Threat model", "## 2. Metrics", "## 3. Attacks", "## 4. Defenses", "## 5. Detection"):
         assert heading in text
-    for name in _builtin(attack_registry()) + _builtin(defense_registry()):
+    for name in _builtin(attack_registry()) + _builtin(defense_registry()) + _builtin(detector_registry()):
         assert re.search(rf"^### {re.escape(name)}(:|$)", text, re.M), f"{name} has no section in METHODS.md"
-    for metric in ("**CA", "**ASR", "**RA", "**DER", "Clean-model ASR"):
+    for metric in ("**CA", "**ASR", "**RA", "**DER", "Clean-model ASR", "**AUROC**", "**AUPRC**", "**TPR at"):
         assert metric in text
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
     assert "METHODS.md" in data["benchmark"]

@@ -40,8 +40,8 @@ def test_only_the_projection_and_image_tower_train():
 
 def test_features_are_computed_once_and_read_back_from_disk(tmp_path):
     model = _model(tmp_path)
-    store = model.text_features  # a new cache folder: a new, empty store
-    assert store.computed == 0 and not store.features
+    store = model.text_features  # a new cache folder (the shipped features hold none of CAPTIONS)
+    assert store.computed == 0 and not set(CAPTIONS) & set(store.features)
     model.encode_text(CAPTIONS)
     model.encode_text(CAPTIONS[:2] + CAPTIONS)
     assert store.computed == len(CAPTIONS)  # each distinct caption once
@@ -56,7 +56,10 @@ def test_a_feature_does_not_depend_on_its_batch():
     store = model.text_features
     alone = store._compute([CAPTIONS[0]])
     mixed = store._compute(CAPTIONS + [c.upper() for c in CAPTIONS])
-    assert torch.equal(alone[0], mixed[0])  # float64 body, float16 storage, no padding in the mean
+    assert torch.equal(alone[0], mixed[0])  # one shape per length, no padding in the mean
+    many = [CAPTIONS[0]] + [f"{CAPTIONS[0]} {i}" for i in range(150)]  # many companions, more than one chunk
+    assert torch.equal(store._compute(many)[0], alone[0])
+    assert torch.equal(store._compute(list(reversed(many)))[-1], alone[0])
 
 
 def test_the_shipped_clean_model_is_the_one_its_script_describes():
@@ -82,3 +85,20 @@ def test_the_shipped_clean_model_is_the_one_its_script_describes():
     model = create_model(ModelConfig(ARCH, TAG), seed=0)  # loads strictly: every trained tensor present
     assert keys == set(model.state_dict())
     assert record["val"]["colour_accuracy"] >= 0.9
+
+
+def test_the_shipped_text_features_are_what_the_code_computes_and_cover_the_splits():
+    """The shipped shard (python -m benchmark.data.build_text_features) must hold every caption
+    of the embedded training and defense splits, with the features a run would compute."""
+    import random
+
+    from benchmark.data.build_text_features import fresh_store, shipped_captions
+
+    store = fresh_store()
+    assert store.computed == 0 and not store.features  # reads nothing: computes everything
+    shipped = TextFeatureStore(store.body_id, None, store.encode, store.tokenize, store.pad_id)
+    captions = shipped_captions()
+    assert set(captions) <= set(shipped.features), "rebuild: python -m benchmark.data.build_text_features"
+    sample = random.Random(0).sample(captions, 48)
+    assert torch.equal(store(sample), shipped(sample))
+    assert shipped.computed == 0 and store.computed == len(sample)

@@ -131,7 +131,7 @@ def test_every_broken_plugin_is_reported(tmp_path, capsys):
                       "--plugin", "no_such_module_xyz:Thing"], tmp_path, capsys)
     assert len(lines) == 3, lines
     assert "bad_import.py' failed to import: ModuleNotFoundError" in lines[0] and "no_such_dependency_xyz" in lines[0]
-    assert "empty.py' defines no subclass of benchmark.Attack or benchmark.Defense" in lines[1]
+    assert "empty.py' defines no subclass of benchmark.Attack, benchmark.Defense or benchmark.Detector" in lines[1]
     assert "no_such_module_xyz:Thing' failed to import" in lines[2]
 
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from .images import DataError, ImageTransform
 from .zeroshot import class_preset
-from .external import IMAGE_EXTENSIONS, SplitSource, _expand_braces
+from .split_source import IMAGE_EXTENSIONS, SplitSource, _expand_braces
 from .external_datasets import LazyPairs, StreamPairs, _HFReader, _PathReader, _TarReader, _caption
 
 

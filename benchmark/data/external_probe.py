@@ -10,7 +10,7 @@ from typing import Any
 
 
 from .images import DataError, to_rgb
-from .external import IMAGE_EXTENSIONS, SplitSource, _expand_braces
+from .split_source import IMAGE_EXTENSIONS, SplitSource, _expand_braces
 from .external_formats import _check_columns, _class_names, _load_hf
 
 
