@@ -7,7 +7,23 @@ import tempfile
 import pytest
 import torch
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def _worker_cores() -> int:
+    """Under pytest-xdist (``-n``), worker k of n keeps every n-th core of this process's
+    affinity set, so the workers split the machine instead of oversubscribing it: torch,
+    clipbench's planner (``available_cores``) and the subprocesses a test starts all see
+    the worker's share. Without xdist: the whole machine, at most 2 threads."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER", ""), os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+    if not (worker.startswith("gw") and count.isdigit() and hasattr(os, "sched_setaffinity")):
+        return min(2, os.cpu_count() or 1)
+    cores = sorted(os.sched_getaffinity(0))
+    share = cores[int(worker[2:]) % int(count)::int(count)] or cores
+    os.sched_setaffinity(0, share)
+    return len(share)
+
+
+torch.set_num_threads(_worker_cores())
 # Nothing may download at test time: Hugging Face hub and datasets stay offline (set before they are imported).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")

@@ -51,6 +51,13 @@ def _cli(*args, tmp_path):
                           cwd=tmp_path, timeout=120)
 
 
+def _one_line_usage_error(code: int, stderr: str, needle: str) -> None:
+    assert code == 2, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], stderr
+    assert "Traceback" not in stderr
+
+
 @pytest.mark.parametrize("args, needle", [
     (["run", "--attack", "badnett"], "did you mean 'badnet'"),
     (["run", "--defense", "clean"], "unknown defense 'clean'"),
@@ -61,15 +68,21 @@ def _cli(*args, tmp_path):
     (["run", "--set", "attack_common.target=banana"], "not a class"),
     (["run", "--results-dir", "/proc/version/results"], "not writable"),
 ])
-def test_bad_input_is_one_line_exit_2_no_traceback(args, needle, tmp_path):
-    proc = _cli(*args, tmp_path=tmp_path)
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and needle in lines[0], proc.stderr
-    assert "Traceback" not in proc.stderr
+def test_bad_input_is_one_line_exit_2_no_traceback(args, needle, tmp_path, monkeypatch, capsys):
+    """In-process (the CLI's ``main``, as the console script calls it); the process-level
+    contract, interpreter exit status included, is checked once below."""
+    monkeypatch.chdir(tmp_path)
+    code = main(args)
+    _one_line_usage_error(code, capsys.readouterr().err, needle)
 
 
-def test_list_shows_builtins(tmp_path):
-    proc = _cli("list", tmp_path=tmp_path)
-    assert proc.returncode == 0
-    assert "badnet" in proc.stdout and "none" in proc.stdout and "builtin" in proc.stdout
+def test_the_console_entry_exits_2_with_one_line(tmp_path):
+    proc = _cli("run", "--attack", "badnett", tmp_path=tmp_path)
+    _one_line_usage_error(proc.returncode, proc.stderr, "did you mean 'badnet'")
+
+
+def test_list_shows_builtins(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "badnet" in out and "none" in out and "builtin" in out

@@ -1,5 +1,6 @@
 """The stage DAG: cache keys and reuse."""
 import dataclasses
+import functools
 import typing
 
 from benchmark.config import to_dict
@@ -37,8 +38,15 @@ def _alternative(field_type, value, name, tmp_path):
     raise AssertionError(f"no alternative for {name}")
 
 
+@functools.lru_cache(maxsize=None)
+def _embedded_data():
+    """The default suite's data, opened once (every suite here has the default data config)."""
+    return open_data(SuiteConfig(attack_common=TARGET).data)
+
+
 def _keys(suite, tmp_path, attack="badnet"):
-    plan = make_plan(suite, open_data(suite.data), [attack], ["none"], [0], attack_registry(), defense_registry(), tmp_path)
+    assert suite.data == SuiteConfig(attack_common=TARGET).data
+    plan = make_plan(suite, _embedded_data(), [attack], ["none"], [0], attack_registry(), defense_registry(), tmp_path)
     cell = plan.cells[0]
     return cell.stage_keys["poison"], cell.eval_key
 
