@@ -125,13 +125,8 @@ class LabelConsistent(Attack):
 
     # ----------------------------------------------------------------- poisoning
     def select(self, data: TensorPairs, target: int) -> np.ndarray:
-        """``round(rate * N)`` target-class samples (N = the whole set), capped at their number."""
-        candidates = np.flatnonzero(data.labels.numpy() == target)
-        if len(candidates) == 0:
-            raise ConfigError(f"label_consistent poisons target-class images but the training set has none of class "
-                              f"{target}; choose a target present in the data")
-        count = min(max(1, round(self.config.poison_rate * len(data))), len(candidates))
-        return np.sort(self.rng("select").choice(candidates, size=count, replace=False))
+        """Clean-label: target-class samples (:meth:`Attack.select_target_class`)."""
+        return self.select_target_class(data, target)
 
     def poison_captions(self, data: TensorPairs, index: np.ndarray, ctx: AttackContext) -> list[str]:
         return [data.captions[i] for i in index.tolist()]  # truthful captions are kept

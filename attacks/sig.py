@@ -86,12 +86,7 @@ class SIG(Attack):
     def select(self, data: TensorPairs, target: int) -> np.ndarray:
         if not self.clean_label:
             return super().select(data, target)
-        candidates = np.flatnonzero(data.labels.numpy() == target)
-        if len(candidates) == 0:
-            raise ConfigError(f"sig with clean_label poisons target-class images but the training set has none of "
-                              f"class {target}; choose a target present in the data")
-        count = min(max(1, round(self.config.poison_rate * len(data))), len(candidates))
-        return np.sort(self.rng("select").choice(candidates, size=count, replace=False))
+        return self.select_target_class(data, target)
 
     def poison_captions(self, data: TensorPairs, index: np.ndarray, ctx: AttackContext) -> list[str]:
         if self.clean_label:

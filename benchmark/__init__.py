@@ -9,7 +9,7 @@ Versioning: :data:`API_VERSION` is ``"MAJOR.MINOR"``. A minor bump adds names or
 arguments; a major bump removes or changes one. A plugin written against ``1.x`` works
 with every ``1.y`` (y >= x).
 
-The API (version 1.4; 1.4 added the detectors: :class:`Detector`, :class:`SampleDetector`,
+The API (version 1.5; 1.5 added :meth:`Attack.select_target_class` (clean-label selection); 1.4 added the detectors: :class:`Detector`, :class:`SampleDetector`,
 :class:`ModelDetector`, :class:`DetectorKind`, :class:`DetectorConfig`,
 :class:`DetectionContext`, the tools :func:`image_embeddings`, :func:`neighbour_distances`,
 :func:`lid_mle`, :func:`detection_metrics`, :func:`top_fraction`, :func:`make_detector`,

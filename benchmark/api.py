@@ -29,7 +29,7 @@ from .clip_model import ClipModel
 from .progress import Reporter
 from .train import TrainConfig, TrainStats, train
 
-API_VERSION = "1.4"
+API_VERSION = "1.5"
 MANIFEST_VERSION = 1
 
 
@@ -187,6 +187,18 @@ class Attack:
 
             raise ConfigError(f"poison_rate={self.config.poison_rate} asks for {count} poisoned pairs but only "
                               f"{len(candidates)} candidates exist; lower poison_rate")
+        return np.sort(self.rng("select").choice(candidates, size=count, replace=False))
+
+    def select_target_class(self, data: TensorPairs, target: int) -> np.ndarray:
+        """Clean-label selection: ``round(rate * N)`` target-class samples (N = the whole set),
+        capped at their number, seeded. API 1.5."""
+        candidates = np.flatnonzero(data.labels.numpy() == target)
+        if len(candidates) == 0:
+            from .config import ConfigError
+
+            raise ConfigError(f"{self.name} poisons target-class images (clean-label) but the training set has none "
+                              f"of class {target}; choose a target present in the data")
+        count = min(max(1, round(self.config.poison_rate * len(data))), len(candidates))
         return np.sort(self.rng("select").choice(candidates, size=count, replace=False))
 
     def poison_images(self, images_u8: torch.Tensor, ctx: AttackContext, index: np.ndarray) -> torch.Tensor:

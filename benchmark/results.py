@@ -85,12 +85,7 @@ def detection_identity(suite: dict[str, Any], attack: str, attack_config: dict[s
                        detector_config: dict[str, Any]) -> dict[str, Any]:
     """:func:`cell_identity` of a detection result: the suite's sections, the attack's and the
     detector's resolved configs (``detectors.<name>.<key>``)."""
-    flat: dict[str, Any] = {}
-    for section in IDENTITY_SECTIONS:
-        _flatten(suite.get(section), section, flat)
-    _flatten(attack_config or {}, f"attacks.{attack}", flat)
-    _flatten(detector_config or {}, f"detectors.{detector}", flat)
-    return flat
+    return _identity(suite, attack, attack_config, f"detectors.{detector}", detector_config)
 
 
 def cell_path(results_dir: Path, folder: str, attack: str, defense: str, seed: int) -> Path:
@@ -111,11 +106,17 @@ def cell_identity(suite: dict[str, Any], attack: str, attack_config: dict[str, A
     """Every setting that can change one cell's numbers, flat (``"attacks.badnet.pattern": "noise"``):
     the suite's :data:`IDENTITY_SECTIONS` and the cell's resolved attack and defense configs.
     ``suite`` is a suite as a plain mapping (``to_dict(suite)``, or a result's ``config.suite``)."""
+    return _identity(suite, attack, attack_config, f"defenses.{defense}", defense_config)
+
+
+def _identity(suite: dict[str, Any], attack: str, attack_config: dict[str, Any], method_prefix: str,
+              method_config: dict[str, Any]) -> dict[str, Any]:
+    """The suite's :data:`IDENTITY_SECTIONS`, the attack's config and one method's config, flat."""
     flat: dict[str, Any] = {}
     for section in IDENTITY_SECTIONS:
         _flatten(suite.get(section), section, flat)
     _flatten(attack_config or {}, f"attacks.{attack}", flat)
-    _flatten(defense_config or {}, f"defenses.{defense}", flat)
+    _flatten(method_config or {}, method_prefix, flat)
     return flat
 
 
