@@ -130,6 +130,16 @@ class Objective:
         """Called after each optimiser step with that step's :class:`LossOutput`; ``ctx.step``
         is the (0-indexed) step just taken."""
 
+    def texts(self, dataset, epoch: int) -> Sequence[str]:
+        """The texts this objective will encode in ``epoch`` beyond the dataset's captions,
+        where they are known before the epoch starts (called after :meth:`on_epoch_start`):
+        EDA rewrites drawn once per caption, TA-Cleaner's sub-captions of the epoch's selected
+        samples. With a frozen text body (:mod:`benchmark.text_features`) the trainer encodes
+        them in one call up front; a text encoded per batch instead costs a whole fixed-shape
+        chunk per caption length, about ten times as much. The features, and so the results,
+        are the same either way; ``()`` (the default) when nothing is known ahead."""
+        return ()
+
     def diagnostics(self) -> dict:
         """Measurements of the mechanism the objective relies on (JSON-able), recorded with
         the trained model and in the cell's result; ``{}`` when there is nothing to report."""

@@ -181,6 +181,10 @@ def train(model: ClipModel, dataset: Dataset, objective: Objective, cfg: TrainCo
         for epoch in range(1, cfg.epochs + 1):
             ctx.epoch = epoch
             objective.on_epoch_start(model, epoch, ctx)
+            if store is not None:
+                ahead = list(objective.texts(dataset, epoch))
+                if ahead:
+                    store(ahead)  # augmented texts known before the epoch: encoded in one call
             running, count = 0.0, 0
             part_sums: dict[str, list[float]] = {}  # name -> [sum, count] of this epoch
             for batch in loader:

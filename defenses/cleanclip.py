@@ -75,6 +75,12 @@ class CleanCLIPObjective(Objective):
         self.text_augmenter = CaptionAugmenter(seed, load_lexicon(config.wordnet), EDAConfig(alpha=config.eda_alpha),
                                                mode=config.text_aug)
 
+    def texts(self, dataset, epoch: int) -> list[str]:
+        """The EDA rewrites of every caption, drawn at the start (as the reference code does at load time)."""
+        from defenses.text_augment import rewrites_ahead
+
+        return rewrites_ahead(self.text_augmenter, dataset, epoch)
+
     def augment_images(self, images: torch.Tensor, ctx: StepContext) -> torch.Tensor:
         from defenses.image_augment import autoaugment
 

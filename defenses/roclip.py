@@ -163,6 +163,12 @@ class RoCLIPObjective(Objective):
     def on_epoch_start(self, model, epoch: int, ctx: StepContext) -> None:
         self.matching = self.is_matching_epoch(epoch)
 
+    def texts(self, dataset, epoch: int) -> list[str]:
+        """The EDA rewrites of every caption (drawn once per caption), known at the start."""
+        from defenses.text_augment import rewrites_ahead
+
+        return rewrites_ahead(self.text_augmenter, dataset, epoch)
+
     def _record(self, epoch: int, index: torch.Tensor, retrieved_ids: torch.Tensor) -> None:
         """Count, for the batch's poisoned images, the classes of the pairs whose captions they retrieved."""
         data = self.train_data

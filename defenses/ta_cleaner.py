@@ -217,6 +217,20 @@ class TACleanerObjective(CleanCLIPObjective):
         self.selected[torch.as_tensor(rng.choice(self.num_samples, size=count, replace=False))] = True
         self.epoch = epoch
 
+    def texts(self, dataset, epoch: int) -> list[str]:
+        """CleanCLIP's EDA rewrites, plus the sub-captions and counterfactuals of this epoch's
+        selected samples (the selection is drawn in :meth:`on_epoch_start`)."""
+        out = list(super().texts(dataset, epoch))
+        captions, labels = getattr(dataset, "captions", None), getattr(dataset, "labels", None)
+        if not isinstance(captions, list) or labels is None or len(captions) != self.num_samples:
+            return out
+        for i in self.selected.nonzero().flatten().tolist():
+            pos, negs = self.subcaptions(captions[i], int(labels[i]), i, epoch)
+            if negs:  # ta_loss encodes a sample's texts only when it has negatives
+                out.append(pos)
+                out.extend(negs)
+        return out
+
     def subcaptions(self, caption: str, label: int, index: int, epoch: int) -> tuple[str, list[str]]:
         key = (caption, index, epoch)
         if key not in self._cache:

@@ -325,6 +325,17 @@ class CaptionAugmenter:
         return out
 
 
+def rewrites_ahead(augmenter: "CaptionAugmenter | None", dataset, epoch: int) -> list[str]:
+    """Every caption's EDA rewrite, drawn now, for an objective's :meth:`~benchmark.losses.Objective.texts`:
+    only in the first epoch, only for ``mode="once"`` (a ``per_step`` draw is not known ahead)
+    and for data whose captions are a list indexed like the batches' ``index`` (the
+    in-memory sets). The draws are the ones the batches will get (keyed on index and caption)."""
+    captions = getattr(dataset, "captions", None)
+    if augmenter is None or augmenter.mode != "once" or epoch != 1 or not isinstance(captions, list):
+        return []
+    return augmenter(captions, range(len(captions)))
+
+
 # ------------------------------------------------------------------ the shipped subset
 def embedded_vocabulary() -> list[str]:
     """Every word that can occur in an embedded caption (frames, templates, names, attribute

@@ -102,3 +102,58 @@ def test_the_shipped_text_features_are_what_the_code_computes_and_cover_the_spli
     sample = random.Random(0).sample(captions, 48)
     assert torch.equal(store(sample), shipped(sample))
     assert shipped.computed == 0 and store.computed == len(sample)
+
+
+def _watched(objective, store, log: list[int]):
+    """``objective`` with each training step's caption encodings counted into ``log``."""
+    base = type(objective)
+
+    class Watched(base):
+        def __call__(self, model, batch, ctx):
+            before = store.computed
+            out = super().__call__(model, batch, ctx)
+            log.append(store.computed - before)
+            return out
+
+    objective.__class__ = Watched
+    return objective
+
+
+def _augmenting_objectives(data):
+    from defenses.cleanclip import CleanCLIPConfig, CleanCLIPObjective
+    from defenses.roclip import RoCLIPConfig, RoCLIPObjective
+    from defenses.ta_cleaner import TACleanerConfig, TACleanerObjective
+
+    return {
+        "cleanclip": lambda: CleanCLIPObjective(CleanCLIPConfig(), seed=0),
+        # every sample selected, so that each epoch has sub-captions to encode
+        "ta_cleaner": lambda: TACleanerObjective(TACleanerConfig(subset_fraction=1.0), 0, data.captions,
+                                                 data.labels.tolist(), len(data)),
+        "roclip": lambda: RoCLIPObjective(RoCLIPConfig(text_aug=True), 0, len(data), train_data=data),
+    }
+
+
+def test_augmented_texts_are_encoded_before_the_steps_not_per_batch(tmp_path):
+    """EDA rewrites (CleanCLIP, TA-Cleaner, RoCLIP) and TA-Cleaner's sub-captions are known
+    before an epoch (Objective.texts): the trainer encodes them in one call, so no training
+    step encodes a caption (a per-batch encoding costs a whole fixed-shape chunk per caption
+    length). Without the hook the steps do encode them: the check can fail."""
+    from benchmark.data.embedded import load_split
+    from benchmark.train import TrainConfig, train
+
+    data = load_split("val").subset(range(48))
+    cfg = TrainConfig(epochs=2, batch_size=24, lr=1e-4, warmup_steps=1)
+    runs = [(name, make, True) for name, make in _augmenting_objectives(data).items()]
+    runs.append(("cleanclip", _augmenting_objectives(data)["cleanclip"], False))  # the control
+    for name, make, ahead in runs:
+        model = _model(tmp_path / f"{name}-{ahead}")
+        store, log = model.text_features, []
+        objective = _watched(make(), store, log)
+        if not ahead:
+            objective.texts = lambda dataset, epoch: ()
+        train(model, data, objective, cfg if ahead else TrainConfig(epochs=1, batch_size=24, lr=1e-4), seed=0)
+        if ahead:
+            assert len(log) == 4 and sum(log) == 0, f"{name}: steps encoded {log} captions"
+            assert store.computed > len(set(data.captions)), name  # the augmented texts were encoded, ahead
+        else:
+            assert log[0] > 0, name
