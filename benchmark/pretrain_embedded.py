@@ -42,20 +42,35 @@ ARCH = "clipbench-minilm-rn"
 TAG = "embedded-v3"
 SEED = 0
 RECIPE = TrainConfig(epochs=20, batch_size=256, lr=2e-3, warmup_steps=50)
+#: draws of the pre-training split's world trained on (1: the shipped split only)
+RENDERINGS = 1
 
 
 def pretrain(recipe: TrainConfig = RECIPE, seed: int = SEED, cache_root: Path | None = None,
-             fraction: float = 1.0, threads: int = 2) -> tuple[ClipModel, dict]:
-    """Train the clean embedded CLIP from random initialisation; return it and its record."""
+             fraction: float = 1.0, threads: int = 2, renderings: int = RENDERINGS) -> tuple[ClipModel, dict]:
+    """Train the clean embedded CLIP from random initialisation; return it and its record.
+
+    ``renderings > 1`` trains on that many draws of the pre-training split's world
+    (:func:`benchmark.data.embedded.render_splits`: the same items in fresh scenes with
+    captions that state them), one epoch of the recipe passing over all of them.
+    """
     torch.set_num_threads(threads)
     suite = load_suite("embedded", {"model": {"pretrained": None}, "data": {"fraction": fraction}})
     data = open_data(suite.data)
     root = (cache_root or default_root()) / "text"
     model = create_model(ModelConfig(ARCH), seed=seed, text_cache=root)
+    if renderings > 1:
+        from .data.embedded import render_splits
+
+        split = render_splits("pretrain", renderings)
+    else:
+        split = data.split("pretrain")
     start = time.perf_counter()
-    stats = train(model, data.split("pretrain"), ClipObjective(), recipe, seed=seed)
+    stats = train(model, split, ClipObjective(), recipe, seed=seed)
     record = {"arch": ARCH, "tag": TAG, "seed": seed, "recipe": to_dict(recipe), "data": data.identity(),
               "seconds": round(time.perf_counter() - start, 1), "loss_history": stats.loss_history}
+    if renderings > 1:
+        record["renderings"] = renderings
     return model, record
 
 
@@ -87,9 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="retrain and compare with the shipped file; write nothing")
     parser.add_argument("--epochs", type=int, default=RECIPE.epochs)
     parser.add_argument("--cache-dir", type=Path, default=None, help="where the text features are cached")
+    parser.add_argument("--renderings", type=int, default=RENDERINGS,
+                        help="draws of the pre-training world to train on (grounded augmentation; an epoch passes over all)")
     args = parser.parse_args(argv)
     recipe = TrainConfig(**{**to_dict(RECIPE), "epochs": args.epochs})
-    model, record = pretrain(recipe, cache_root=args.cache_dir)
+    model, record = pretrain(recipe, cache_root=args.cache_dir, renderings=args.renderings)
     suite = load_suite("embedded", {"model": {"pretrained": None}})
     data = open_data(suite.data)
     m = evaluate(model, data.split("val"), data.class_names, data.templates, attribute_tasks=data.attribute_tasks)

@@ -310,3 +310,24 @@ def test_world_file_checksum_and_corruption(tmp_path):
     with pytest.raises(EmbeddedDataError, match="built for other items"):
         _load_world(str(folder))
     _load_world.cache_clear()
+
+
+def test_renderings_redraw_the_scenes_and_keep_every_caption_true():
+    """Grounded augmentation for pre-training (benchmark.data.embedded.render_split): the same
+    items in fresh scenes, deterministically, each caption stating its own scene."""
+    from benchmark.data.embedded import render_split, render_splits
+
+    shipped, first = load_split("val"), render_split("val", 0)
+    assert torch.equal(first.images, shipped.images) and first.captions == shipped.captions
+    again, other = render_split("val", 1), render_split("val", 1)
+    assert torch.equal(again.images, other.images) and again.captions == other.captions
+    assert torch.equal(again.labels, shipped.labels)
+    changed = {k: float((again.attributes[k] != shipped.attributes[k]).float().mean()) for k in ("colour", "background")}
+    assert min(changed.values()) > 0.5, changed
+    assert len(set(again.captions) & set(shipped.captions)) < 0.1 * len(shipped)
+    for i, caption in enumerate(again.captions):
+        for name, values in parse(caption).items():
+            assert values <= {int(again.attributes[name][i])}, (caption, name, values)
+    both = render_splits("val", 2)
+    assert len(both) == 2 * len(shipped) and torch.equal(both.images[len(shipped):], again.images)
+    assert both.captions[len(shipped):] == again.captions

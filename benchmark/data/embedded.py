@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .build_world import SPLITS, WORLD_FILE, body_digest, caption_stream
+from .build_world import SPLITS, WORLD_FILE, WORLD_SEED, body_digest, caption_stream
 from .captions import CLASS_NAMES, make_captions
 from .dataset import TensorPairs
-from .world import ATTRIBUTES, TABLE_COLUMNS, compose
+from .world import ATTRIBUTES, TABLE_COLUMNS, compose, draw_attributes
 
 EMBEDDED_DIR = Path(__file__).parent / "embedded"
 
@@ -95,3 +95,38 @@ def load_split(split: str, caption_seed: int = 0) -> TensorPairs:
         captions = make_captions(labels, caption_stream(caption_seed, split), table)
     attributes = {k: torch.from_numpy(table[k]) for k in ATTRIBUTES}
     return TensorPairs(torch.from_numpy(images), captions, torch.from_numpy(labels), CLASS_NAMES, attributes=attributes)
+
+
+def render_split(split: str, rendering: int) -> TensorPairs:
+    """One embedded split's items in another draw of the world: grounded augmentation.
+
+    Rendering 0 is the shipped split (:func:`load_split`). Rendering ``r > 0`` draws the
+    same Fashion-MNIST items with fresh attributes (colour, size, position, background,
+    mirroring; seed ``WORLD_SEED + 1000 * r + k`` for the split's index ``k``, disjoint from
+    the shipped tables' seeds) and fresh captions that state them, so every caption stays
+    true of its image while the model sees each garment in many scenes. Used by
+    :mod:`benchmark.pretrain_embedded` (``renderings``); deterministic.
+    """
+    if rendering == 0:
+        return load_split(split)
+    if split not in SPLITS or rendering < 0:
+        raise KeyError(f"unknown embedded split {split!r} or rendering {rendering}; choose from {', '.join(SPLITS)}, r >= 0")
+    items, index = _load_all()
+    info = index["splits"][split]
+    labels = np.asarray(info["labels"], dtype=np.int64)
+    k = SPLITS.index(split)
+    table = draw_attributes(labels, WORLD_SEED + 1000 * rendering + k)
+    images = compose(items[info["offset"] : info["offset"] + info["count"]], table)
+    captions = make_captions(labels, 1_000_000 + 1000 * rendering + k, table)
+    attributes = {name: torch.from_numpy(table[name]) for name in ATTRIBUTES}
+    return TensorPairs(torch.from_numpy(images), captions, torch.from_numpy(labels), CLASS_NAMES, attributes=attributes)
+
+
+def render_splits(split: str, renderings: int) -> TensorPairs:
+    """Renderings ``0 .. renderings - 1`` of one split, concatenated (:func:`render_split`)."""
+    parts = [render_split(split, r) for r in range(renderings)]
+    if len(parts) == 1:
+        return parts[0]
+    return TensorPairs(torch.cat([p.images for p in parts]), [c for p in parts for c in p.captions],
+                       torch.cat([p.labels for p in parts]), CLASS_NAMES,
+                       attributes={name: torch.cat([p.attributes[name] for p in parts]) for name in ATTRIBUTES})
