@@ -28,10 +28,27 @@ class Sweep:
     def defense(self) -> str:
         return str(self.data.get("defense"))
 
+    def _values(self) -> dict[str, list[Any]]:
+        """Each key of the candidates' settings with its value per candidate (None where absent)."""
+        flats = [_flat(_defense_part(row["candidate"])) for row in self.data.get("candidates", [])]
+        keys = sorted({k for f in flats for k in f})
+        return {k: [f.get(k) for f in flats] for k in keys}
+
     def axis(self) -> str | None:
-        """The one swept key (``train.lr``), or None when the sweep has several or none."""
-        keys = {k for row in self.data.get("candidates", []) for k in _flat(_defense_part(row["candidate"]))}
-        return next(iter(keys)) if len(keys) == 1 else None
+        """The one key whose value varies across the candidates (``train.lr``), or None when
+        several or none vary. Keys held at one value (``lambda2=1`` while the rate is swept)
+        are the sweep's :meth:`fixed` settings."""
+        varying = [k for k, vs in self._values().items() if len({json.dumps(v) for v in vs}) > 1]
+        return varying[0] if len(varying) == 1 else None
+
+    def fixed(self) -> dict[str, Any]:
+        """The settings every candidate shares (shown beside the line's defense)."""
+        return {k: vs[0] for k, vs in self._values().items() if len({json.dumps(v) for v in vs}) == 1}
+
+    def label(self) -> str:
+        """The defense, with the settings held fixed while the axis was swept."""
+        fixed = self.fixed()
+        return self.defense + (f" ({_short(', '.join(f'{k}={v}' for k, v in sorted(fixed.items())))})" if fixed else "")
 
     def points(self) -> list[tuple[float, float, float, bool]]:
         """(value, mean val ASR, mean val CA drop, chosen) per candidate along :meth:`axis`."""
@@ -116,15 +133,17 @@ def sweep_figure(sweeps: list[Sweep]) -> bytes | None:
 
     lines = [(s, s.axis(), s.points()) for s in sweeps if s.defense != "none"]
     lines = [(s, a, p) for s, a, p in lines if a and len(p) > 1]
+    rates = [t for t in lines if t[1] == "train.lr"]
+    lines = rates or lines  # the rate sweeps when there are any: one x axis (the others are listed)
     if not lines:
         return None
     axes_keys = sorted({a for _, a, _ in lines})
     fig = Figure(figsize=(9.0, 3.4))
     asr_ax, ca_ax = fig.subplots(1, 2)
     markers = "osD^vP*X"
-    for i, (s, _, pts) in enumerate(sorted(lines, key=lambda t: t[0].defense)):
+    for i, (s, _, pts) in enumerate(sorted(lines, key=lambda t: (t[0].defense, t[0].path))):
         xs = [p[0] for p in pts]
-        kw = {"marker": markers[i % len(markers)], "label": s.defense}
+        kw = {"marker": markers[i % len(markers)], "label": s.label()}
         (line,) = asr_ax.plot(xs, [100 * p[1] for p in pts], **kw)
         ca_ax.plot(xs, [100 * p[2] for p in pts], color=line.get_color(), **kw)
         for p in pts:

@@ -391,6 +391,28 @@ def test_cli_leaderboard_strict_fails_on_an_unreadable_result(results, tmp_path,
     assert (tmp_path / "c" / "index.html").is_file()  # the site is still written
 
 
+def test_a_rate_swept_at_a_fixed_weight_is_plotted_on_the_rate_axis_and_labelled_with_it():
+    """A second pass (lambda2 fixed at 1, the rate swept) plots on the rate axis, its line
+    named with the fixed weight; a weight sweep (lambda2 varies, the rate fixed) is listed,
+    not drawn on the rate axis."""
+    from leaderboard.sweeps import Sweep
+
+    rate = _sweep("cleanclip", [5e-4, 1e-3, 2e-3], [0.3, 0.1, 0.05], [0.0, 0.01, 0.02], 1)
+    for row, lr in zip(rate["candidates"], [5e-4, 1e-3, 2e-3]):
+        row["candidate"] = {"lambda2": 1, "train": {"lr": lr}}
+    rate["chosen"] = rate["candidates"][1]["candidate"]
+    weight = _sweep("cleanclip", [5e-4] * 3, [0.3, 0.31, 0.35], [0.0, 0.01, 0.02], 0)
+    for row, lam in zip(weight["candidates"], [1, 2, 4]):
+        row["candidate"] = {"lambda2": lam, "train": {"lr": 5e-4}}
+    r, w = Sweep("sweeps/embedded/cc-pass2.json", "embedded", rate), Sweep("sweeps/embedded/cc-l2.json", "embedded", weight)
+    assert (r.axis(), r.fixed(), r.label()) == ("train.lr", {"lambda2": 1}, "cleanclip (lambda2=1)")
+    assert [p[0] for p in r.points()] == [5e-4, 1e-3, 2e-3] and [p[3] for p in r.points()] == [False, True, False]
+    assert (w.axis(), w.fixed()) == ("lambda2", {"train.lr": 5e-4})
+    several = _sweep("roclip", [1e-3, 2e-3], [0.5, 0.4], [0.0, 0.0], 0)
+    several["candidates"][1]["candidate"] = {"image_aug": True, "train": {"lr": 2e-3}}
+    assert Sweep("x.json", "embedded", several).axis() is None  # two keys vary: listed only
+
+
 def test_an_attacker_sweep_alone_is_listed_without_a_figure(tmp_path):
     root = write_tree(tmp_path / "results")
     (root / "sweeps" / "embedded").mkdir(parents=True)
