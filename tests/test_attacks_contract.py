@@ -235,7 +235,7 @@ def test_preview_cli_writes_a_png_of_every_attack_and_prints_its_path(tmp_path, 
 
     paper = load_suite("embedded", overrides={"attacks": {"wanet": {"s": 0.5}}})
     subtle = summary(["wanet"], suite=paper)["wanet"]["mean_abs_change"]
-    assert subtle < changes["blended"]["mean_abs_change"] < changes["wanet"]["mean_abs_change"]
+    assert subtle < changes["wanet"]["mean_abs_change"] / 2 and subtle < changes["blended"]["mean_abs_change"]
     assert main(["preview", "--attack", "badnet", "--out", str(tmp_path / "x.jpg")]) == 2
     assert main(["preview", "--attack", "badnett", "--out", str(out)]) == 2
 

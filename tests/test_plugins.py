@@ -585,9 +585,9 @@ def test_schedule_record_names_the_source_and_every_overridden_field():
 
     ft = record("finetune")
     assert ft["source"] == "defense_common.train + defenses.finetune.train" and ft["train"]["epochs"] == 3
-    assert ft["overridden"]["epochs"] == [10, 3] and ft["overridden"]["lr"] == [1e-5, 4e-3]
+    assert ft["overridden"]["epochs"] == [10, 3] and ft["overridden"]["lr"] == [1e-5, 2e-3]
     assert "beta2" not in ft["overridden"]  # equal to the method's own 0.999: not an override
-    assert "overrides its own TrainConfig default (epochs 10 -> 3, lr 1e-05 -> 0.004" in schedule_note("finetune", ft)
+    assert "overrides its own TrainConfig default (epochs 10 -> 3, lr 1e-05 -> 0.002" in schedule_note("finetune", ft)
     ro = record("roclip")
     assert ro["source"] == "poison_train" and ro["train"] == to_dict_(suite.poison_train)
     assert schedule_note("roclip", ro).startswith("defense roclip trains under the suite's poison_train")

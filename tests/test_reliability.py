@@ -288,7 +288,7 @@ def _interrupt_mid_stage(args: list[str], cache: Path, sig: int) -> subprocess.C
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig, pattern", [(signal.SIGINT, "white"), (signal.SIGKILL, "noise")])
+@pytest.mark.parametrize("sig, pattern", [(signal.SIGINT, "checkerboard"), (signal.SIGKILL, "noise")])
 def test_interrupted_run_leaves_no_partial_files_and_resumes(base_run, cache, tmp_path, capsys, sig, pattern):
     results = tmp_path / "results"
     # A new trigger pattern: a new poison and poisoned-training stage; pre-training is cached.

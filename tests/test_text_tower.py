@@ -100,7 +100,12 @@ def test_the_shipped_text_features_are_what_the_code_computes_and_cover_the_spli
     captions = shipped_captions()
     assert set(captions) <= set(shipped.features), "rebuild: python -m benchmark.data.build_text_features"
     sample = random.Random(0).sample(captions, 48)
-    assert torch.equal(store(sample), shipped(sample))
+    # The shard stores float16; the MiniLM forward's last float32 bits depend on the CPU's
+    # kernels (seen: 40 of 48 rows one float16 step apart on another machine), so the
+    # features must agree to float16 rounding, not bit for bit.
+    fresh, kept = store(sample), shipped(sample)
+    torch.testing.assert_close(fresh, kept, rtol=0, atol=1e-3)
+    assert (fresh - kept).abs().mean() < 1e-5  # a float16 step here and there, not a different body
     assert shipped.computed == 0 and store.computed == len(sample)
 
 

@@ -59,7 +59,7 @@ def test_only_the_cells_an_override_touches_leave_the_suites_folder(tmp_path):
     assert "attacks.badnet.pattern=noise" in folders[("badnet", "cleanclip")]
     assert "defenses.cleanclip.lambda1" in folders[("badnet", "cleanclip")]
     # a no-op override (the suite's own value) is the suite's own configuration
-    same = Session.open("embedded", ["attacks.badnet.pattern=checkerboard"], cache_dir=tmp_path / "cache")
+    same = Session.open("embedded", ["attacks.badnet.pattern=white"], cache_dir=tmp_path / "cache")
     assert {c.variant for c in same.plan("badnet", "none", [0], tmp_path / "r").cells} == {"embedded"}
 
 
