@@ -28,22 +28,29 @@ class Sweep:
     def defense(self) -> str:
         return str(self.data.get("defense"))
 
-    def _values(self) -> dict[str, list[Any]]:
-        """Each key of the candidates' settings with its value per candidate (None where absent)."""
+    def _split_keys(self) -> tuple[list[str], dict[str, Any]]:
+        """(the keys whose value varies across the candidates, the settings all of them share);
+        a key absent from some candidates counts as varying."""
         flats = [_flat(_defense_part(row["candidate"])) for row in self.data.get("candidates", [])]
-        keys = sorted({k for f in flats for k in f})
-        return {k: [f.get(k) for f in flats] for k in keys}
+        varying, fixed = [], {}
+        for k in sorted({k for f in flats for k in f}):
+            values = [f.get(k) for f in flats]
+            if len({json.dumps(v) for v in values}) > 1:
+                varying.append(k)
+            else:
+                fixed[k] = values[0]
+        return varying, fixed
 
     def axis(self) -> str | None:
         """The one key whose value varies across the candidates (``train.lr``), or None when
         several or none vary. Keys held at one value (``lambda2=1`` while the rate is swept)
         are the sweep's :meth:`fixed` settings."""
-        varying = [k for k, vs in self._values().items() if len({json.dumps(v) for v in vs}) > 1]
+        varying, _ = self._split_keys()
         return varying[0] if len(varying) == 1 else None
 
     def fixed(self) -> dict[str, Any]:
         """The settings every candidate shares (shown beside the line's defense)."""
-        return {k: vs[0] for k, vs in self._values().items() if len({json.dumps(v) for v in vs}) == 1}
+        return self._split_keys()[1]
 
     def label(self) -> str:
         """The defense, with the settings held fixed while the axis was swept."""

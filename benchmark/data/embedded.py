@@ -83,18 +83,24 @@ def load_split(split: str, caption_seed: int = 0) -> TensorPairs:
     """One embedded split: RGB 32x32 uint8 images, captions, garment labels and attribute labels."""
     if split not in SPLITS:
         raise KeyError(f"unknown embedded split {split!r}; choose from {', '.join(SPLITS)}")
+    if caption_seed == 0:
+        return _scene_pairs(split, lambda labels: split_table(split),
+                            lambda labels, table: list(_load_world()["splits"][split]["captions"]))
+    return _scene_pairs(split, lambda labels: split_table(split),
+                        lambda labels, table: make_captions(labels, caption_stream(caption_seed, split), table))
+
+
+def _scene_pairs(split: str, draw_table, write_captions) -> TensorPairs:
+    """One split's shipped items composed into the scenes of ``draw_table(labels)``, with
+    ``write_captions(labels, table)``: what :func:`load_split` and :func:`render_split` share."""
     items, index = _load_all()
-    world = _load_world()
     info = index["splits"][split]
     labels = np.asarray(info["labels"], dtype=np.int64)
-    table = split_table(split)
+    table = draw_table(labels)
     images = compose(items[info["offset"] : info["offset"] + info["count"]], table)
-    if caption_seed == 0:
-        captions = list(world["splits"][split]["captions"])
-    else:
-        captions = make_captions(labels, caption_stream(caption_seed, split), table)
     attributes = {k: torch.from_numpy(table[k]) for k in ATTRIBUTES}
-    return TensorPairs(torch.from_numpy(images), captions, torch.from_numpy(labels), CLASS_NAMES, attributes=attributes)
+    return TensorPairs(torch.from_numpy(images), write_captions(labels, table), torch.from_numpy(labels), CLASS_NAMES,
+                       attributes=attributes)
 
 
 def render_split(split: str, rendering: int) -> TensorPairs:
@@ -111,15 +117,9 @@ def render_split(split: str, rendering: int) -> TensorPairs:
         return load_split(split)
     if split not in SPLITS or rendering < 0:
         raise KeyError(f"unknown embedded split {split!r} or rendering {rendering}; choose from {', '.join(SPLITS)}, r >= 0")
-    items, index = _load_all()
-    info = index["splits"][split]
-    labels = np.asarray(info["labels"], dtype=np.int64)
     k = SPLITS.index(split)
-    table = draw_attributes(labels, WORLD_SEED + 1000 * rendering + k)
-    images = compose(items[info["offset"] : info["offset"] + info["count"]], table)
-    captions = make_captions(labels, 1_000_000 + 1000 * rendering + k, table)
-    attributes = {name: torch.from_numpy(table[name]) for name in ATTRIBUTES}
-    return TensorPairs(torch.from_numpy(images), captions, torch.from_numpy(labels), CLASS_NAMES, attributes=attributes)
+    return _scene_pairs(split, lambda labels: draw_attributes(labels, WORLD_SEED + 1000 * rendering + k),
+                        lambda labels, table: make_captions(labels, 1_000_000 + 1000 * rendering + k, table))
 
 
 def render_splits(split: str, renderings: int) -> TensorPairs:
